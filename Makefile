@@ -1,0 +1,37 @@
+# The two commands of the README (`make demo`, `make test`) do all the set-up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+N ?= 10000
+
+.PHONY: install demo test lint typecheck unit bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/python -m ingest.testing.demo demo demo.zarr
+
+lint: install
+	$(BIN)/ruff check ingest tests benchmarks
+	$(BIN)/ruff format --check ingest tests benchmarks
+
+typecheck: install
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/pytest -q
+
+test: lint typecheck unit
+
+bench: install
+	$(BIN)/python benchmarks/bench_ingest.py --patches $(N)
+
+clean:
+	rm -rf demo bench-out .pytest_cache .mypy_cache .ruff_cache

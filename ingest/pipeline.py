@@ -1,0 +1,306 @@
+"""The main job: stream the labels archive into an index, then stream the source archive, join each
+source item to its labels, decode its bands and write the store — without extracting anything.
+
+Stages (one module each): ``sources`` (bytes) → ``archive`` (members, items) → ``items`` (label
+index, selection) → ``patches`` (decoded bands) → ``writers``/``store`` (shards, metadata).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+
+from . import __version__, store
+from .archive import ArchiveItem, CollectionDoc, Warn, iter_archive, parse_item_json
+from .config import RunConfig, RunReport
+from .errors import InputDataError
+from .items import LabelIndex, parse_label_item
+from .nomenclature import BAND_GROUPS, patch_of
+from .patches import Patch, decode_patch
+from .sources import CountingReader, describe, open_archive
+from .writers import ShardWriter, make_writer
+
+EXAMPLES = 5
+
+
+class Progress(Protocol):
+    """Receives progress: a phase per archive, then one ``advance`` per item read."""
+
+    def phase(self, name: str, reader: CountingReader) -> None: ...
+
+    def advance(self, items: int = 1) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class NoProgress:
+    def phase(self, name: str, reader: CountingReader) -> None:
+        return None
+
+    def advance(self, items: int = 1) -> None:
+        return None
+
+    def done(self) -> None:
+        return None
+
+
+def _ignore(message: str) -> None:
+    return None
+
+
+@dataclass
+class _Run:
+    """Mutable state of one run."""
+
+    config: RunConfig
+    progress: Progress
+    warn: Warn
+    started: float = field(default_factory=time.monotonic)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    collection: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+    source_without_labels: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def fail_or_skip(self, error: InputDataError, item: str) -> None:
+        if self.config.on_error == "fail":
+            raise error
+        self.skipped.append({"item": item, "reason": str(error)})
+        self.warn(f"skipped {item}: {error}")
+
+    def example(self, kind: str, name: str) -> None:
+        names = self.examples.setdefault(kind, [])
+        if len(names) < EXAMPLES:
+            names.append(name)
+
+    def record_source(self, collection: str, spec: str | None, reader: CountingReader) -> None:
+        info = describe(spec, collection)
+        self.sources.append(
+            {
+                "collection": collection,
+                "kind": info.kind,
+                "location": info.location,
+                "bytes": reader.bytes_read,
+                "sha256": reader.sha256,
+            }
+        )
+
+
+def run(
+    config: RunConfig, *, progress: Progress | None = None, warn: Warn | None = None
+) -> RunReport:
+    """Ingest the labels and source archives into the store at ``config.store``."""
+    state = _Run(config, progress or NoProgress(), warn or _ignore)
+    store.prepare_path(config.store, overwrite=config.overwrite)
+    index = _read_labels(state)
+    limit = config.selection.limit
+    capacity = index.selected_count if limit is None else min(limit, index.selected_count)
+    if config.labels_only:
+        rows = index.selected_rows()[:capacity]
+        store.create(
+            config.store,
+            capacity=len(rows),
+            shard=config.shard_size,
+            labels_only=True,
+            attrs=_initial_attrs(state),
+        )
+        table = _table(index, rows)
+        read_to_end = True
+    else:
+        store.create(
+            config.store,
+            capacity=capacity,
+            shard=config.shard_size,
+            labels_only=False,
+            attrs=_initial_attrs(state),
+        )
+        table, read_to_end = _ingest_source(state, index, capacity)
+    state.progress.done()
+    for name in index.unmatched_selected()[:EXAMPLES] if not config.labels_only else ():
+        state.example("labels_without_source", name)
+    report = RunReport(
+        store=config.store,
+        samples=len(table),
+        labels_without_source=0 if config.labels_only else len(index.unmatched_selected()),
+        source_without_labels=state.source_without_labels,
+        skipped=tuple(state.skipped),
+        not_selected=len(index) - index.selected_count,
+        ignored_files=dict(state.ignored),
+        source_read_to_end=read_to_end,
+        store_bytes=0,
+        elapsed=0.0,
+        examples=state.examples,
+    )
+    store.finish(config.store, table, _final_attrs(state, report))
+    return _with_size(report, state)
+
+
+def _read_labels(state: _Run) -> LabelIndex:
+    config = state.config
+    index = LabelIndex()
+    collection = config.labels_collection
+    with open_archive(config.labels_archive, collection, config.endpoint) as reader:
+        state.progress.phase(collection, reader)
+        culprit = describe(config.labels_archive, collection).location
+        for obj in iter_archive(reader, collection, culprit=culprit, warn=state.warn):
+            if isinstance(obj, CollectionDoc):
+                state.collection.setdefault("labels", obj.document)
+                continue
+            state.progress.advance()
+            member = obj.member("stac.json")
+            try:
+                entry = parse_label_item(parse_item_json(obj), member)
+                index.add(entry, config.selection, member)
+            except InputDataError as error:
+                state.fail_or_skip(error, obj.item_id)
+        state.record_source(collection, config.labels_archive, reader)
+    return index
+
+
+@dataclass
+class _Batch:
+    """Samples accumulating into one shard."""
+
+    start: int
+    size: int
+    bands: dict[str, np.ndarray] = field(init=False)
+    count: int = 0
+
+    def __post_init__(self) -> None:
+        self.bands = {
+            g.array_name: np.empty((self.size, len(g.bands), g.size, g.size), np.uint16)
+            for g in BAND_GROUPS
+        }
+
+    def add(self, patch: Patch) -> None:
+        for name, stack in patch.bands.items():
+            self.bands[name][self.count] = stack
+        self.count += 1
+
+    def flush(self, writer: ShardWriter) -> None:
+        if self.count:
+            writer.submit(self.start, {k: v[: self.count] for k, v in self.bands.items()})
+
+
+def _ingest_source(state: _Run, index: LabelIndex, capacity: int) -> tuple[store.SampleTable, bool]:
+    config = state.config
+    collection = config.source_collection
+    rows: list[int] = []
+    geo: list[tuple[int, float, float]] = []
+    batch = _Batch(0, config.shard_size)
+    read_to_end = True
+    with (
+        open_archive(config.source_archive, collection, config.endpoint) as reader,
+        make_writer(str(config.store), config.workers) as writer,
+    ):
+        state.progress.phase(collection, reader)
+        culprit = describe(config.source_archive, collection).location
+        for obj in iter_archive(reader, collection, culprit=culprit, warn=state.warn):
+            if isinstance(obj, CollectionDoc):
+                state.collection["source"] = obj.document
+                continue
+            if len(rows) >= capacity:
+                read_to_end = False
+                break
+            state.progress.advance()
+            patch = _join_and_decode(state, index, obj)
+            if patch is None:
+                continue
+            row = index.rows[patch.patch_id]
+            index.matched[row] = True
+            rows.append(row)
+            geo.append((patch.epsg, patch.x_ul, patch.y_ul))
+            batch.add(patch)
+            if batch.count == batch.size:
+                batch.flush(writer)
+                batch = _Batch(batch.start + batch.size, config.shard_size)
+        batch.flush(writer)
+        writer.close()
+        state.record_source(collection, config.source_archive, reader)
+    epsg, x_ul, y_ul = zip(*geo, strict=True) if geo else ((), (), ())
+    table = replace(
+        _table(index, rows),
+        epsg=np.asarray(epsg, np.int32),
+        x_ul=np.asarray(x_ul, np.float64),
+        y_ul=np.asarray(y_ul, np.float64),
+    )
+    return table, read_to_end
+
+
+def _join_and_decode(state: _Run, index: LabelIndex, item: ArchiveItem) -> Patch | None:
+    """The decoded patch of a source item, or None when it has no selected label or is skipped."""
+    patch_id = patch_of(item.item_id)
+    row = index.rows.get(patch_id)
+    if row is None:
+        state.source_without_labels += 1
+        state.example("source_without_labels", item.item_id)
+        return None
+    if not index.selected[row]:
+        return None
+    try:
+        if index.matched[row]:
+            raise InputDataError(item.folder, f"a second source item for patch {patch_id}")
+        parse_item_json(item)
+        patch = decode_patch(item, patch_id)
+    except InputDataError as error:
+        state.fail_or_skip(error, item.item_id)
+        return None
+    for name in patch.ignored:
+        state.ignored[name] += 1
+    return patch
+
+
+def _table(index: LabelIndex, rows: list[int]) -> store.SampleTable:
+    labels43, labels19 = index.label_table(rows)
+    cloud, snow = index.flag_table(rows)
+    return store.SampleTable(
+        patch_id=index.patch_names(rows),
+        time=index.time_table(rows),
+        labels=labels43,
+        labels19=labels19,
+        cloud_and_shadow=cloud,
+        seasonal_snow=snow,
+    )
+
+
+def _initial_attrs(state: _Run) -> dict[str, Any]:
+    return {
+        "ingest_version": __version__,
+        "created": state.created,
+        "contract_version": 1,
+        "options": state.config.recorded_options(),
+    }
+
+
+def _final_attrs(state: _Run, report: RunReport) -> dict[str, Any]:
+    doc = state.collection.get("source") or state.collection.get("labels") or {}
+    return {
+        **_initial_attrs(state),
+        "title": doc.get("title") or doc.get("description") or "BigEarthNet v1.0",
+        "license": doc.get("license"),
+        "citation": doc.get("sci:citation"),
+        "sources": state.sources,
+        "counts": report.counts,
+        "skipped": list(report.skipped),
+        "report": {
+            "not_selected": report.not_selected,
+            "ignored_files": report.ignored_files,
+            "source_read_to_end": report.source_read_to_end,
+            "examples": report.examples,
+        },
+    }
+
+
+def _with_size(report: RunReport, state: _Run) -> RunReport:
+    return replace(
+        report,
+        store_bytes=store.size_on_disk(report.store),
+        elapsed=time.monotonic() - state.started,
+    )
