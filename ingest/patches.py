@@ -55,7 +55,7 @@ def decode_patch(item: ArchiveItem, patch_id: str) -> Patch:
             raise InputDataError(
                 member, f"shape {raster.pixels.shape}, expected ({group.size}, {group.size})"
             )
-        if not np.allclose(raster.pixel_size, (group.gsd, group.gsd)):
+        if max(abs(raster.pixel_size[0] - group.gsd), abs(raster.pixel_size[1] - group.gsd)) > 1e-6:
             raise InputDataError(member, f"pixel size {raster.pixel_size}, expected {group.gsd} m")
         if reference is None:
             reference = (raster.epsg, raster.x_ul, raster.y_ul, band)

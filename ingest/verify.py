@@ -32,7 +32,10 @@ def check(path: Path) -> list[str]:
         return [f"{path}: root is not a Zarr format 3 group"]
     if "consolidated_metadata" not in meta:
         problems.append("consolidated metadata missing")
-    group = zarr.open_group(str(path), mode="r")
+    else:
+        problems += _check_consolidated(path, meta["consolidated_metadata"].get("metadata", {}))
+    # Check the arrays' own metadata, not the consolidated copy readers may also use.
+    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
     attrs: dict[str, Any] = dict(group.attrs)
     options = attrs.get("options")
     labels_only = isinstance(options, dict) and options.get("labels_only") is True
@@ -58,6 +61,19 @@ def check(path: Path) -> list[str]:
     problems += _check_attrs(attrs, contract, sizes.get("sample"))
     if not problems:
         problems += _check_values(arrays)
+    return problems
+
+
+def _check_consolidated(path: Path, consolidated: dict[str, Any]) -> list[str]:
+    """The consolidated copy must say what each array's own zarr.json says."""
+    problems = []
+    on_disk = {p.parent.name for p in path.glob("*/zarr.json")}
+    for name in sorted(on_disk | set(consolidated)):
+        own = path / name / "zarr.json"
+        if name not in consolidated or not own.is_file():
+            problems.append(f"{name}: consolidated metadata is stale (array added or removed)")
+        elif json.loads(own.read_text(encoding="utf-8")) != consolidated[name]:
+            problems.append(f"{name}: consolidated metadata differs from the array's own")
     return problems
 
 

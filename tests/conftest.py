@@ -1,0 +1,72 @@
+"""Shared fixtures: sample archives built by the test kit, and a helper to run the ingest."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest.config import RunConfig, RunReport
+from ingest.pipeline import run
+from ingest.testing.archive_writer import iter_members
+from ingest.testing.samples import (
+    SampleArchives,
+    SampleOptions,
+    real_patches,
+    write_real_sample,
+    write_synthetic_sample,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_mlhub_profile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Tests never see the developer's MLHub key, profile or root URL."""
+    for name in ("MLHUB_API_KEY", "MLHUB_PROFILE", "MLHUB_ROOT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLHUB_HOME", str(tmp_path_factory.mktemp("mlhub-home")))
+
+
+@pytest.fixture(scope="session")
+def real_sample(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
+    return write_real_sample(tmp_path_factory.mktemp("real"))
+
+
+@pytest.fixture(scope="session")
+def real_by_name() -> dict[str, Any]:
+    return {p.name: p for p in real_patches()}
+
+
+@pytest.fixture(scope="session")
+def synthetic_sample(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
+    return write_synthetic_sample(tmp_path_factory.mktemp("synthetic"), 60, seed=7)
+
+
+def sample_with(tmp: Path, options: SampleOptions, patches: int | None = None) -> SampleArchives:
+    """A real (patches=None) or synthetic sample with non-default options."""
+    if patches is None:
+        return write_real_sample(tmp, options)
+    return write_synthetic_sample(tmp, patches, seed=3, options=options)
+
+
+def ingest_local(archives: SampleArchives, store: Path, **options: Any) -> RunReport:
+    """Run the ingest from local archive files (in-process writer unless ``workers`` is given)."""
+    options.setdefault("workers", 0)
+    config = RunConfig(
+        store=store,
+        labels_archive=str(archives.labels),
+        source_archive=str(archives.source),
+        **options,
+    )
+    return run(config)
+
+
+def item_documents(archive: Path) -> Iterator[dict[str, Any]]:
+    """Every item's stac.json in an archive, in archive order (an independent reading)."""
+    for info, data in iter_members(archive):
+        if data is not None and info.name.endswith("/stac.json"):
+            yield json.loads(data)
