@@ -1,0 +1,1 @@
+"""Reusable test kit (like ``zarr.testing``): builders of synthetic BigEarthNet inputs."""

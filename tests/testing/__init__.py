@@ -1,0 +1,1 @@
+"""Tests of the reusable test kit, ``ingest.testing``."""
