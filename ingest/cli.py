@@ -13,10 +13,11 @@ import click
 
 from . import __version__
 from .config import DEFAULT_SHARD_SIZE, RunConfig, default_workers
+from .download import redact
 from .errors import EXIT_INTERRUPTED, IngestError, StoreError
 from .items import Selection
 from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
-from .sources import Endpoint, redact
+from .sources import Endpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -235,8 +236,8 @@ def sample(
     if real == (patches is not None):
         raise UsageError("give exactly one of --real and --patches N")
     options = SampleOptions(
-        flags=flags,
-        label_order=label_order,
+        flags=flags,  # type: ignore[arg-type]  # click.Choice guarantees the literals
+        label_order=label_order,  # type: ignore[arg-type]
         band_layout=band_layout,  # type: ignore[arg-type]
         extra_b10=extra_b10,
     )

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .download import RetryPolicy
 from .items import Selection
 from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from .sources import Endpoint
@@ -43,6 +44,7 @@ class RunConfig:
     workers: int = field(default_factory=default_workers)
     on_error: OnError = "fail"
     endpoint: Endpoint = field(default_factory=Endpoint)
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def recorded_options(self) -> dict[str, Any]:
         """The options that shape the store's content, recorded in its attributes."""

@@ -146,7 +146,9 @@ def _read_labels(state: _Run) -> LabelIndex:
     config = state.config
     index = LabelIndex()
     collection = config.labels_collection
-    with open_archive(config.labels_archive, collection, config.endpoint) as reader:
+    with open_archive(
+        config.labels_archive, collection, config.endpoint, policy=config.retry, warn=state.warn
+    ) as reader:
         state.progress.phase(collection, reader)
         culprit = describe(config.labels_archive, collection).location
         for obj in iter_archive(reader, collection, culprit=culprit, warn=state.warn):
@@ -197,7 +199,9 @@ def _ingest_source(state: _Run, index: LabelIndex, capacity: int) -> tuple[store
     batch = _Batch(0, config.shard_size)
     read_to_end = True
     with (
-        open_archive(config.source_archive, collection, config.endpoint) as reader,
+        open_archive(
+            config.source_archive, collection, config.endpoint, policy=config.retry, warn=state.warn
+        ) as reader,
         make_writer(str(config.store), config.workers) as writer,
     ):
         state.progress.phase(collection, reader)

@@ -10,21 +10,18 @@ file, and the root URL from ``MLHUB_ROOT_URL``. The key never appears in message
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
 import requests
-from radiant_mlhub.exceptions import APIKeyNotFound, AuthenticationError
+from radiant_mlhub.exceptions import APIKeyNotFound
 from radiant_mlhub.session import Session, get_session
 
-from .errors import AuthError, InputDataError, NetworkError, NotFoundError
-
-CHUNK = 1 << 20
-_KEY_PARAM = re.compile(r"(key=)[^&\s'\"]+")
+from .download import ResumableBody, RetryPolicy, redact
+from .errors import AuthError, InputDataError
 
 
 @dataclass(frozen=True)
@@ -83,11 +80,6 @@ class SourceInfo:
     """"file", "url" or "endpoint"."""
 
 
-def redact(text: str) -> str:
-    """Remove ``key=...`` query values from a message or URL."""
-    return _KEY_PARAM.sub(r"\1REDACTED", text)
-
-
 def describe(spec: str | None, collection: str, root_url: str | None = None) -> SourceInfo:
     """Where the archive of ``collection`` comes from: ``spec`` (a path or URL) or the endpoint."""
     if spec is None:
@@ -98,16 +90,23 @@ def describe(spec: str | None, collection: str, root_url: str | None = None) -> 
     return SourceInfo(collection, str(Path(spec).expanduser().resolve()), "file")
 
 
+DEFAULT_POLICY = RetryPolicy()
+
+
 @contextmanager
-def open_archive(spec: str | None, collection: str, endpoint: Endpoint) -> Iterator[CountingReader]:
-    """Open the byte stream of one collection archive as a :class:`CountingReader`."""
-    if spec is None:
-        with _open_endpoint(collection, endpoint) as reader:
-            yield reader
-    elif spec.startswith(("http://", "https://")):
-        with _open_url(spec, requests.Session(), what=redact(spec)) as reader:
-            yield reader
-    else:
+def open_archive(
+    spec: str | None,
+    collection: str,
+    endpoint: Endpoint,
+    *,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    warn: Callable[[str], None] = lambda message: None,
+) -> Iterator[CountingReader]:
+    """Open the byte stream of one collection archive as a :class:`CountingReader`.
+
+    Network sources resume after broken connections (see :mod:`ingest.download`).
+    """
+    if spec is not None and not spec.startswith(("http://", "https://")):
         path = Path(spec).expanduser()
         try:
             handle: IO[bytes] = path.open("rb")
@@ -115,55 +114,15 @@ def open_archive(spec: str | None, collection: str, endpoint: Endpoint) -> Itera
             raise InputDataError(str(path), f"cannot open archive: {exc.strerror}") from None
         with handle:
             yield CountingReader(handle, path.stat().st_size)
-
-
-@contextmanager
-def _open_endpoint(collection: str, endpoint: Endpoint) -> Iterator[CountingReader]:
-    session = endpoint.session()
-    with _open_url(f"archive/{collection}", session, what=f"archive {collection!r}") as reader:
-        yield reader
-
-
-@contextmanager
-def _open_url(url: str, session: requests.Session, *, what: str) -> Iterator[CountingReader]:
-    try:
-        response = session.get(url, stream=True, allow_redirects=True, timeout=(30, 300))
-        response.raise_for_status()
-    except AuthenticationError:
-        # radiant-mlhub puts the key itself into this message: never show it.
-        raise AuthError(f"the MLHub API key was rejected (401) when opening {what}") from None
-    except requests.HTTPError as exc:
-        raise _http_error(exc, what) from None
-    except requests.RequestException as exc:
-        raise NetworkError(f"cannot reach {what}: {redact(str(exc))}") from None
-    try:
-        length = response.headers.get("Content-Length")
-        response.raw.decode_content = False
-        yield CountingReader(_RawBody(response), int(length) if length else None)
-    finally:
-        response.close()
-
-
-def _http_error(exc: requests.HTTPError, what: str) -> NetworkError:
-    status = exc.response.status_code if exc.response is not None else 0
-    if status == 401:
-        return AuthError(f"the MLHub API key was rejected (401) when opening {what}")
-    if status == 404:
-        return NotFoundError(f"{what} does not exist (it may still be generating)")
-    return NetworkError(
-        f"{what}: HTTP {status} {exc.response.reason if exc.response else ''}".strip()
-    )
-
-
-class _RawBody:
-    """The undecoded body of a streamed response; transport errors become NetworkError."""
-
-    def __init__(self, response: requests.Response) -> None:
-        self._raw = response.raw
-
-    def read(self, n: int = -1, /) -> bytes:
+        return
+    session: requests.Session
+    if spec is None:
+        session, url, what = endpoint.session(), f"archive/{collection}", f"archive {collection!r}"
+    else:
+        session, url, what = requests.Session(), spec, redact(spec)
+    with session:  # closes pooled connections on every path, errors included
+        body = ResumableBody(session, url, what=what, policy=policy, warn=warn)
         try:
-            data: bytes = self._raw.read(None if n < 0 else n)
-        except Exception as exc:  # urllib3 raises several unrelated types for a broken body
-            raise NetworkError(f"download interrupted: {redact(str(exc))}") from None
-        return data
+            yield CountingReader(body, body.length)
+        finally:
+            body.close()
