@@ -1,0 +1,334 @@
+"""Decode one BigEarthNet band file (a single-band uint16 GeoTIFF) into pixels and georeferencing.
+
+This is the ingest's hot path: a patch has 12 band files and the dataset about 7 million of them.
+Measured on this project's machine per 120×120 file: a hand-rolled IFD parse plus one
+``numpy.frombuffer`` ≈ 8 µs; imagecodecs 21 µs; tifffile 81–145 µs; rasterio 530–650 µs. No library
+reaches that speed, hence the hand-written fast path for the layout every real file has
+(uncompressed, stripped, one 16-bit unsigned sample; either byte order). With all its checks and the
+georeferencing it measures ≈ 12 µs (timeit, bytes input; 17 µs big-endian, which must byte-swap).
+Anything else (tiled, compressed, BigTIFF, other dtypes) goes through tifffile, slower but general,
+so it still decodes or fails with a clear :class:`~ingest.errors.InputDataError` naming the member.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import tifffile
+
+from ingest.errors import InputDataError
+
+__all__ = ["Raster", "decode_geotiff"]
+
+
+@dataclass(frozen=True)
+class Raster:
+    """One decoded band. ``pixels`` is read-only: it may share memory with the input bytes."""
+
+    pixels: npt.NDArray[np.uint16]
+    """2-D, dtype uint16, native byte order, C-contiguous."""
+    epsg: int
+    """From GeoKey ProjectedCSTypeGeoKey (3072), else GeographicTypeGeoKey (2048)."""
+    x_ul: float
+    """Upper-left corner of the upper-left pixel (pixel-is-area), in CRS units."""
+    y_ul: float
+    pixel_size: tuple[float, float]
+    """(x, y) from ModelPixelScale; y is positive for north-up images."""
+
+
+_Entry = tuple[int, int, int, bytes]  # tag, field type, count, value or offset (4 raw bytes)
+
+
+class _NotFast(Exception):
+    """A TIFF outside the fast path's layout: tifffile decides whether it decodes."""
+
+
+# TIFF field type -> struct code, item size. ASCII and rationals are never needed here.
+_FIELDS: dict[int, tuple[str, int]] = {
+    1: ("B", 1), 3: ("H", 2), 4: ("I", 4), 6: ("b", 1), 7: ("B", 1),
+    8: ("h", 2), 9: ("i", 4), 11: ("f", 4), 12: ("d", 8),
+}  # fmt: skip
+_ENTRY = {bo: struct.Struct(bo + "HHI4s") for bo in "<>"}
+_HEAD = {bo: struct.Struct(bo + "4xI") for bo in "<>"}
+_SHORT = {bo: struct.Struct(bo + "H") for bo in "<>"}
+_OFFSET = {bo: struct.Struct(bo + "I") for bo in "<>"}
+_PIXEL = {bo: np.dtype(bo + "u2") for bo in "<>"}
+_NATIVE = "<" if sys.byteorder == "little" else ">"
+
+_CLASSIC = {b"II*\0": "<", b"MM\0*": ">"}
+_BIGTIFF = (b"II+\0", b"MM\0+")
+_TILE_TAGS = (322, 323, 324, 325)
+_WHOLE_IMAGE = 2**32 - 1  # the RowsPerStrip default
+_GEO_TAGS = (33550, 33922, 34735)  # ModelPixelScale, ModelTiepoint, GeoKeyDirectory
+# Compression, SamplesPerPixel, BitsPerSample, SampleFormat, PlanarConfiguration: the values the
+# fast path needs, and what an absent tag means (BitsPerSample's default, 1, is never right).
+_LAYOUT_TAGS = (259, 277, 258, 339, 284)
+_LAYOUT_VALUES = (1, 1, 16, 1, 1)
+_LAYOUT_DEFAULTS = (1, 1, 1, 1, 1)
+# Those five entries exactly as every real file has them (SHORT, inline, zero-padded): then the
+# layout check is one tuple comparison instead of five decodes.
+_REAL_LAYOUT = {
+    bo: tuple(
+        (tag, 3, 1, struct.pack(bo + "H2x", value))
+        for tag, value in zip(_LAYOUT_TAGS, _LAYOUT_VALUES, strict=True)
+    )
+    for bo in "<>"
+}
+_USER_DEFINED = 32767
+_MAX_PIXELS = 2**24  # 1165 times the largest real band
+
+
+def decode_geotiff(data: bytes | memoryview, name: str) -> Raster:
+    """Decode a single-band uint16 GeoTIFF; ``name`` (the archive member) names it in errors.
+
+    Raises :class:`InputDataError` for anything that is not such a file, whatever went wrong.
+    """
+    try:
+        buf = data if isinstance(data, bytes) else memoryview(data).cast("B")
+        if len(buf) < 8:
+            raise InputDataError(name, f"not a TIFF file ({len(buf) or 'no'} bytes)")
+        magic = bytes(buf[:4])
+        if magic in _CLASSIC:
+            try:
+                return _decode_fast(buf, _CLASSIC[magic], name)
+            except _NotFast:
+                pass
+        elif magic not in _BIGTIFF:
+            raise InputDataError(name, f"not a TIFF file (starts with {magic!r})")
+        return _decode_with_tifffile(buf, name)
+    except (struct.error, IndexError, KeyError, ValueError, TypeError, OverflowError) as exc:
+        # Offsets and counts that point nowhere sensible, values of unexpected types, ...
+        raise InputDataError(name, f"malformed TIFF: {_one_line(exc)}") from exc
+
+
+def _decode_fast(buf: bytes | memoryview, bo: str, name: str) -> Raster:
+    size = len(buf)
+    (ifd,) = _HEAD[bo].unpack_from(buf)
+    if ifd < 8 or ifd + 2 > size:
+        raise InputDataError(name, f"truncated TIFF: first IFD at byte {ifd} of {size}")
+    (count,) = _SHORT[bo].unpack_from(buf, ifd)
+    end = ifd + 2 + 12 * count  # then the next IFD's offset, never needed but part of the IFD
+    if end + 4 > size:
+        raise InputDataError(name, f"truncated TIFF: IFD ends at byte {end + 4} of {size}")
+    # Entries stay raw until needed: most of the 15 tags of a real file are never decoded.
+    tags = {e[0]: e for e in _ENTRY[bo].iter_unpack(buf[ifd + 2 : end])}
+    if not tags.keys().isdisjoint(_TILE_TAGS):
+        raise _NotFast
+    layout = tuple(map(tags.get, _LAYOUT_TAGS))
+    if layout != _REAL_LAYOUT[bo] and not _is_plain_layout(buf, bo, layout, name):
+        raise _NotFast
+    width = _scalar(bo, tags.get(256))
+    height = _scalar(bo, tags.get(257))
+    rows = _scalar(bo, tags.get(278)) or _WHOLE_IMAGE
+    offsets = _values(buf, bo, tags.get(273), name)
+    counts = _values(buf, bo, tags.get(279), name)
+    if not width or not height or offsets is None or counts is None:
+        raise _NotFast
+    pixels = _read_strips(buf, bo, (height, width), rows, offsets, counts, name)
+    geo = [_values(buf, bo, tags.get(tag), name) for tag in _GEO_TAGS]
+    epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
+    return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
+
+
+def _is_plain_layout(
+    buf: bytes | memoryview, bo: str, layout: tuple[_Entry | None, ...], name: str
+) -> bool:
+    """Layout tags that differ from the real files' entries but still mean the same layout."""
+    for entry, wanted, default in zip(layout, _LAYOUT_VALUES, _LAYOUT_DEFAULTS, strict=True):
+        value = _values(buf, bo, entry, name)
+        if value != (wanted,) and (value is not None or default != wanted):
+            return False
+    return True
+
+
+def _values(
+    buf: bytes | memoryview, bo: str, entry: _Entry | None, name: str
+) -> tuple[int | float, ...] | None:
+    """The numeric values of one IFD entry, inline or out of line; None if the tag is absent."""
+    if entry is None:
+        return None
+    tag, field_type, count, raw = entry
+    field = _FIELDS.get(field_type)
+    if field is None:
+        raise _NotFast
+    fmt = f"{bo}{count}{field[0]}"
+    nbytes = count * field[1]
+    if nbytes <= 4:
+        return struct.unpack_from(fmt, raw)
+    (at,) = _OFFSET[bo].unpack(raw)
+    if at + nbytes > len(buf):
+        raise InputDataError(
+            name, f"truncated TIFF: tag {tag} ends at byte {at + nbytes} of {len(buf)}"
+        )
+    return struct.unpack_from(fmt, buf, at)
+
+
+def _scalar(bo: str, entry: _Entry | None) -> int:
+    """A SHORT or LONG count-1 tag, 0 when absent or of another kind."""
+    if entry is not None and entry[2] == 1:
+        if entry[1] == 3:
+            return int(_SHORT[bo].unpack_from(entry[3])[0])
+        if entry[1] == 4:
+            return int(_OFFSET[bo].unpack(entry[3])[0])
+    return 0
+
+
+def _read_strips(
+    buf: bytes | memoryview,
+    bo: str,
+    shape: tuple[int, int],
+    rows: int,
+    offsets: Sequence[int | float],
+    counts: Sequence[int | float],
+    name: str,
+) -> npt.NDArray[np.uint16]:
+    height, width = shape
+    step = min(rows, height) * width * 2
+    total = height * width * 2
+    n_strips = -(-total // step)
+    if len(offsets) < n_strips or len(counts) < n_strips:
+        raise InputDataError(
+            name, f"malformed TIFF: {len(offsets)} strips listed, {n_strips} needed"
+        )
+    first = int(offsets[0])
+    # The real layout: full strips, following each other, all inside the file. Checked in a few
+    # C-level comparisons; anything else gets the strip-by-strip check and its precise error.
+    contiguous = offsets[:n_strips] == tuple(range(first, first + total, step))
+    if not (
+        contiguous
+        and first + total <= len(buf)
+        and (n_strips == 1 or min(counts[: n_strips - 1]) >= step)
+        and counts[n_strips - 1] >= total - (n_strips - 1) * step
+    ):
+        _check_strips(len(buf), step, total, offsets[:n_strips], counts, name)
+    dtype = _PIXEL[bo]
+    if contiguous:
+        # Zero-copy: a view of the input, read-only when the input is bytes.
+        pixels = np.ndarray(shape, dtype, buf, first)
+    else:
+        flat = np.empty(total // 2, dtype)
+        for i in range(n_strips):
+            chunk = np.frombuffer(buf, dtype, min(step, total - i * step) // 2, int(offsets[i]))
+            flat[i * step // 2 : i * step // 2 + chunk.size] = chunk
+        pixels = flat.reshape(shape)
+    if bo != _NATIVE:
+        pixels = pixels.astype(np.uint16)  # byte-swapping copy into native order
+    elif contiguous and not isinstance(buf, bytes):
+        # A memoryview may be over a reused or closable buffer: the pixels must not alias it.
+        pixels = pixels.copy()
+    if pixels.flags.writeable:
+        pixels.flags.writeable = False
+    return pixels
+
+
+def _check_strips(
+    size: int,
+    step: int,
+    total: int,
+    offsets: Sequence[int | float],
+    counts: Sequence[int | float],
+    name: str,
+) -> None:
+    for i, at in enumerate(offsets):
+        need = min(step, total - i * step)
+        if counts[i] < need:
+            raise InputDataError(
+                name, f"malformed TIFF: strip {i} holds {counts[i]} of {need} bytes"
+            )
+        if at + need > size:
+            raise InputDataError(
+                name, f"truncated TIFF: strip {i} ends at byte {at + need} of {size}"
+            )
+
+
+def _georeference(
+    scale: Sequence[int | float] | None,
+    tiepoint: Sequence[int | float] | None,
+    geokeys: Sequence[int | float] | None,
+    *,
+    name: str,
+) -> tuple[int, float, float, tuple[float, float]]:
+    """(epsg, x_ul, y_ul, (sx, sy)) from the three GeoTIFF tags, the same in both paths."""
+    if tiepoint is None or len(tiepoint) < 6:
+        raise InputDataError(name, "no GeoTIFF georeferencing (ModelTiepoint missing)")
+    if scale is None or len(scale) < 2:
+        raise InputDataError(name, "no GeoTIFF georeferencing (ModelPixelScale missing)")
+    if geokeys is None or len(geokeys) < 4:
+        raise InputDataError(name, "no GeoTIFF georeferencing (GeoKeyDirectory missing)")
+    n_keys = int(geokeys[3])
+    if len(geokeys) < 4 + 4 * n_keys:
+        raise InputDataError(name, f"malformed GeoKeyDirectory: {n_keys} keys in {len(geokeys)}")
+    ids = geokeys[4 : 4 + 4 * n_keys : 4]
+    epsg = _geokey(geokeys, ids, 3072)
+    if epsg is None:
+        epsg = _geokey(geokeys, ids, 2048)
+    if epsg is None:
+        raise InputDataError(name, "no EPSG code in GeoKeys (ProjectedCSType and GeographicType)")
+    if epsg in (0, _USER_DEFINED):
+        raise InputDataError(name, f"GeoKeys hold a user-defined CRS ({epsg}), not an EPSG code")
+    sx, sy = float(scale[0]), float(scale[1])
+    i, j, _, x, y = tiepoint[:5]
+    x_ul, y_ul = x - i * sx, y + j * sy
+    if _geokey(geokeys, ids, 1025) == 2:  # PixelIsPoint: the tiepoint is a pixel centre
+        x_ul, y_ul = x_ul - sx / 2, y_ul + sy / 2
+    return epsg, float(x_ul), float(y_ul), (sx, sy)
+
+
+def _geokey(geokeys: Sequence[int | float], ids: Sequence[int | float], key: int) -> int | None:
+    """A GeoKey's value when stored in the directory itself (all the keys used here are)."""
+    if key not in ids:
+        return None
+    at = 4 + 4 * ids.index(key)
+    return int(geokeys[at + 3]) if geokeys[at + 1] == 0 else None
+
+
+def _decode_with_tifffile(buf: bytes | memoryview, name: str) -> Raster:
+    """The general path. Without imagecodecs, tifffile decodes raw, deflate, lzma and packbits."""
+    what = "TIFF"
+    try:
+        with tifffile.TiffFile(io.BytesIO(buf)) as tif:
+            page = tif.pages.first
+            what = f"TIFF (compression {getattr(page.compression, 'name', page.compression)})"
+            if page.dtype is None:
+                layout = f"{page.bitspersample}-bit samples of format {page.sampleformat}"
+                raise InputDataError(name, f"unsupported TIFF: {layout}")
+            if page.dtype != np.uint16:
+                raise InputDataError(name, f"dtype {page.dtype}, expected uint16")
+            if len(page.shape) != 2:
+                raise InputDataError(name, f"unsupported TIFF: shape {page.shape}, expected 2-D")
+            if page.size > _MAX_PIXELS:
+                # Unlike the fast path's, these pixels are not bounded by the file's size: a few
+                # corrupt header bytes could otherwise make tifffile allocate gigabytes.
+                raise InputDataError(name, f"unsupported TIFF: shape {page.shape} is too large")
+            decoded = page.asarray()
+            geo = [_tag_values(page.tags.get(tag)) for tag in _GEO_TAGS]
+    except InputDataError:
+        raise
+    except Exception as exc:  # tifffile and its codecs raise anything from KeyError to zlib.error
+        raise InputDataError(name, f"cannot decode {what}: {_one_line(exc)}") from exc
+    epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
+    pixels = np.ascontiguousarray(decoded, dtype=np.uint16)
+    pixels.flags.writeable = False
+    return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
+
+
+def _tag_values(tag: tifffile.TiffTag | None) -> tuple[int | float, ...] | None:
+    if tag is None:
+        return None
+    value = tag.value
+    if isinstance(value, np.ndarray):
+        return tuple(value.ravel().tolist())
+    if isinstance(value, tuple | list):
+        return tuple(value)
+    return (value,)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
