@@ -43,7 +43,9 @@ def handle_errors(func: F) -> F:
             if debug:
                 raise
             _fail(
-                "interrupted: the store is left unfinished (not marked complete)", EXIT_INTERRUPTED
+                "interrupted: the store is left unfinished; continue it with the same command "
+                "and --resume",
+                EXIT_INTERRUPTED,
             )
         return None
 
@@ -118,6 +120,12 @@ def main(debug: bool) -> None:
     help="On a bad item: stop, or leave it out and list it in the store's 'skipped'.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an unfinished store (after a crash, Ctrl-C or kill) with the same options; "
+    "finished shards are kept.",
+)
 @click.option("--api-key", envvar=None, help="MLHub API key (else MLHUB_API_KEY or the profile).")
 @click.option("--profile", help="Profile of the MLHub profiles file to take the API key from.")
 @click.option(
@@ -144,14 +152,19 @@ def run(
     api_key: str | None,
     profile: str | None,
     progress: bool | None,
+    resume: bool,
 ) -> None:
     """Stream both collection archives into the Zarr store STORE.
 
     By default the archives come from the MLHub archive endpoint (MLHUB_ROOT_URL, key from
     --api-key, MLHUB_API_KEY or the profiles file); nothing is extracted to disk.
     """
+    from .errors import UsageError
     from .pipeline import run as run_pipeline
     from .progress import ProgressLine, summary
+
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
 
     config = RunConfig(
         store=store,
@@ -163,6 +176,7 @@ def run(
         labels_only=labels_only,
         shard_size=shard_size,
         overwrite=overwrite,
+        resume=resume,
         workers=default_workers() if workers is None else workers,
         on_error="skip" if on_error == "skip" else "fail",
         endpoint=Endpoint(api_key=api_key, profile=profile),

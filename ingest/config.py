@@ -41,6 +41,8 @@ class RunConfig:
     labels_only: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
     overwrite: bool = False
+    resume: bool = False
+    """Continue the unfinished store at ``store`` (same options), skipping its finished shards."""
     workers: int = field(default_factory=default_workers)
     on_error: OnError = "fail"
     endpoint: Endpoint = field(default_factory=Endpoint)

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,7 +19,7 @@ import numpy as np
 from . import __version__, store
 from .archive import ArchiveItem, CollectionDoc, Warn, iter_archive, parse_item_json
 from .config import RunConfig, RunReport
-from .errors import InputDataError
+from .errors import InputDataError, StoreError, UsageError
 from .items import LabelIndex, parse_label_item
 from .nomenclature import BAND_GROUPS, patch_of
 from .patches import Patch, decode_patch
@@ -98,30 +99,28 @@ def run(
 ) -> RunReport:
     """Ingest the labels and source archives into the store at ``config.store``."""
     state = _Run(config, progress or NoProgress(), warn or _ignore)
-    store.prepare_path(config.store, overwrite=config.overwrite)
+    if config.resume:
+        done = _resume_point(state)
+    else:
+        store.prepare_path(config.store, overwrite=config.overwrite)
+        done = {}
     index = _read_labels(state)
     limit = config.selection.limit
     capacity = index.selected_count if limit is None else min(limit, index.selected_count)
     if config.labels_only:
-        rows = index.selected_rows()[:capacity]
-        store.create(
-            config.store,
-            capacity=len(rows),
-            shard=config.shard_size,
-            labels_only=True,
-            attrs=_initial_attrs(state),
-        )
-        table = _table(index, rows)
-        read_to_end = True
-    else:
+        capacity = min(capacity, index.selected_count)
+    if not config.resume:
         store.create(
             config.store,
             capacity=capacity,
             shard=config.shard_size,
-            labels_only=False,
+            labels_only=config.labels_only,
             attrs=_initial_attrs(state),
         )
-        table, read_to_end = _ingest_source(state, index, capacity)
+    if config.labels_only:
+        table, read_to_end = _table(index, index.selected_rows()[:capacity]), True
+    else:
+        table, read_to_end = _ingest_source(state, index, capacity, done)
     state.progress.done()
     for name in index.unmatched_selected()[:EXAMPLES] if not config.labels_only else ():
         state.example("labels_without_source", name)
@@ -140,6 +139,28 @@ def run(
     )
     store.finish(config.store, table, _final_attrs(state, report))
     return _with_size(report, state)
+
+
+def _resume_point(state: _Run) -> dict[int, store.ShardRecord]:
+    """Check that the store can be resumed with these options; its finished shards."""
+    config = state.config
+    if not (config.store / "zarr.json").is_file():
+        raise UsageError(f"{config.store}: no store to resume (run without --resume to start one)")
+    attrs = store.root_attrs(config.store)
+    if attrs.get("complete") is True:
+        raise UsageError(f"{config.store} is already complete: nothing to resume")
+    recorded = attrs.get("options")
+    wanted = config.recorded_options()
+    if not isinstance(recorded, dict) or "shard_size" not in recorded:
+        raise UsageError(f"{config.store} was not started by `ingest run`: cannot resume it")
+    for key in sorted(set(recorded) | set(wanted)):
+        if recorded.get(key) != wanted.get(key):
+            raise UsageError(
+                f"--resume with different options: {key} is {recorded.get(key)!r} in "
+                f"{config.store} but {wanted.get(key)!r} now"
+            )
+    state.created = str(attrs.get("created", state.created))
+    return store.journal(config.store)
 
 
 def _read_labels(state: _Run) -> LabelIndex:
@@ -181,22 +202,30 @@ class _Batch:
             for g in BAND_GROUPS
         }
 
+    patch_ids: list[str] = field(default_factory=list)
+
     def add(self, patch: Patch) -> None:
         for name, stack in patch.bands.items():
             self.bands[name][self.count] = stack
+        self.patch_ids.append(patch.patch_id)
         self.count += 1
 
     def flush(self, writer: ShardWriter) -> None:
         if self.count:
-            writer.submit(self.start, {k: v[: self.count] for k, v in self.bands.items()})
+            record = store.ShardRecord(self.start // self.size, tuple(self.patch_ids))
+            writer.submit(self.start, {k: v[: self.count] for k, v in self.bands.items()}, record)
 
 
-def _ingest_source(state: _Run, index: LabelIndex, capacity: int) -> tuple[store.SampleTable, bool]:
+def _ingest_source(
+    state: _Run, index: LabelIndex, capacity: int, done: dict[int, store.ShardRecord]
+) -> tuple[store.SampleTable, bool]:
+    """Stream the source archive: join, decode, and write every shard not already ``done``."""
     config = state.config
     collection = config.source_collection
+    size = config.shard_size
     rows: list[int] = []
     geo: list[tuple[int, float, float]] = []
-    batch = _Batch(0, config.shard_size)
+    batch = _Batch(0, size)
     read_to_end = True
     with (
         open_archive(
@@ -217,16 +246,27 @@ def _ingest_source(state: _Run, index: LabelIndex, capacity: int) -> tuple[store
             patch = _join_and_decode(state, index, obj)
             if patch is None:
                 continue
+            sample = len(rows)
             row = index.rows[patch.patch_id]
             index.matched[row] = True
             rows.append(row)
             geo.append((patch.epsg, patch.x_ul, patch.y_ul))
+            shard, position = divmod(sample, size)
+            if shard in done:  # finished by an earlier run: check it holds this patch, skip it
+                _check_resumed(config.store, done[shard], position, patch.patch_id)
+                continue
+            if batch.start != shard * size:
+                batch = _Batch(shard * size, size)
             batch.add(patch)
-            if batch.count == batch.size:
+            if batch.count == size:
                 batch.flush(writer)
-                batch = _Batch(batch.start + batch.size, config.shard_size)
+                batch = _Batch(batch.start + size, size)
         batch.flush(writer)
         writer.close()
+        for shard, record in done.items():
+            held = len(rows) - shard * size
+            if held < len(record.patch_ids):
+                _check_resumed(config.store, record, max(held, 0), None)
         state.record_source(collection, config.source_archive, reader)
     epsg, x_ul, y_ul = zip(*geo, strict=True) if geo else ((), (), ())
     table = replace(
@@ -236,6 +276,18 @@ def _ingest_source(state: _Run, index: LabelIndex, capacity: int) -> tuple[store
         y_ul=np.asarray(y_ul, np.float64),
     )
     return table, read_to_end
+
+
+def _check_resumed(
+    path: Path, record: store.ShardRecord, position: int, patch_id: str | None
+) -> None:
+    """A finished shard must hold what the stream delivers now, else the input changed."""
+    held = record.patch_ids[position] if position < len(record.patch_ids) else None
+    if held != patch_id:
+        raise StoreError(
+            f"{path}: cannot resume: shard {record.index} holds {held or 'nothing'} at position "
+            f"{position} but the archives now give {patch_id or 'nothing'} (did the input change?)"
+        )
 
 
 def _join_and_decode(state: _Run, index: LabelIndex, item: ArchiveItem) -> Patch | None:

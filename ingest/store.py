@@ -3,9 +3,11 @@
 
 Life of a store: :func:`create` pre-sizes the three band arrays for the largest possible number of
 samples and marks the store incomplete; workers call :func:`write_shard` with batches of exactly one
-shard (never two writers on one shard: zarr-python #3682); :func:`finish` trims the band arrays to
-the samples written, writes the small label/flag/coordinate arrays, consolidates the metadata and
-sets ``complete`` last. Arrays are written with zarr-python directly, following xarray's conventions
+shard (never two writers on one shard: zarr-python #3682), and each finished shard leaves a journal
+entry (a child group of ``_ingest`` holding its patch ids) so that a resumed run skips it;
+:func:`finish` trims the band arrays to the samples written, writes the small label, flag and
+coordinate arrays, drops the journal, consolidates the metadata and sets ``complete`` last.
+Arrays are written with zarr-python directly, following xarray's conventions
 (``dimension_names``, a ``coordinates`` attribute, CF time units), so ``xr.open_zarr`` reads the
 store as a Dataset without the ingest ever touching xarray on its hot path.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ LARGE_CHUNK = 65536
 #: Pixels compress with zstd after bit-shuffling the uint16 words (see the README for the figures).
 BAND_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
 SAMPLE_COORDS = ("patch_id", "time", "epsg", "x_ul", "y_ul")
+#: The resume journal: a zarr group (so readers and zarr itself see a valid hierarchy), removed
+#: when the store is finished.
+JOURNAL = "_ingest"
 TIME_ATTRS = schemas.load(schemas.STORE_CONTRACT)["coordinates"]["time"]["attributes"]
 
 
@@ -77,6 +82,7 @@ def create(
     except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
         raise StoreError(f"{path}: cannot create store ({exc})") from None
     group.attrs.update({**attrs, "complete": False})
+    group.create_group(JOURNAL)
     coords = " ".join(SAMPLE_COORDS if not labels_only else SAMPLE_COORDS[:2])
     _write_names(group, "label", CLASSES_43)
     _write_names(group, "label19", CLASSES_19)
@@ -109,21 +115,48 @@ def _band_array(path: str, name: str) -> zarr.Array[Any]:
     return zarr.open_array(path, path=name, mode="r+")
 
 
-def write_shard(path: str, start: int, bands: dict[str, np.ndarray]) -> int:
-    """Write one batch (``bands``: array name → (k, bands, y, x) uint16) at sample ``start``.
+@dataclass(frozen=True)
+class ShardRecord:
+    """What the journal keeps of one written shard: which patches it holds, in order."""
+
+    index: int
+    patch_ids: tuple[str, ...]
+
+
+def write_shard(path: str, start: int, bands: dict[str, np.ndarray], record: ShardRecord) -> int:
+    """Write one batch (``bands``: array name → (k, bands, y, x) uint16) at sample ``start``,
+    then its journal entry.
 
     ``start`` must be a shard boundary and k at most one shard, so that a batch is exactly one shard
-    and no two writers ever touch the same shard. Returns k.
+    and no two writers ever touch the same shard. The journal entry is written after all three
+    shard files (each written whole by an atomic rename), so an entry means a finished shard.
+    Returns k.
     """
     k = 0
     for name, block in bands.items():
         array = _band_array(path, name)
         shard = array.shards[0] if array.shards else array.chunks[0]
         k = block.shape[0]
-        if start % shard or k > shard:
+        if start % shard or k > shard or len(record.patch_ids) != k:
             raise StoreError(f"{path}/{name}: batch [{start}, {start + k}) is not one whole shard")
         array[start : start + k] = block
+    journal = zarr.open_group(path, path=JOURNAL, mode="r+")
+    journal.create_group(f"shard-{record.index:07d}", attributes=asdict(record), overwrite=True)
     return k
+
+
+def journal(path: Path) -> dict[int, ShardRecord]:
+    """The shards a previous run finished, by shard index."""
+    try:
+        group = zarr.open_group(str(path), path=JOURNAL, mode="r", use_consolidated=False)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        return {}
+    records = {}
+    for _, child in group.members():
+        index, patch_ids = child.attrs.get("index"), child.attrs.get("patch_ids")
+        if isinstance(index, int) and isinstance(patch_ids, list):
+            records[index] = ShardRecord(index, tuple(str(p) for p in patch_ids))
+    return records
 
 
 def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
@@ -152,6 +185,8 @@ def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
     for name, (values, dims, attributes) in small.items():
         _write_small(group, name, values, dims, attributes)
     group.attrs.update(attrs)
+    if JOURNAL in group:
+        del group[JOURNAL]
     with warnings.catch_warnings():
         # zarr warns that consolidated metadata is not yet part of the v3 spec; xarray reads it.
         warnings.simplefilter("ignore")

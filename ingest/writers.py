@@ -9,6 +9,7 @@ bounds memory to about (in-flight + 1) batches. Two writers never touch the same
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from types import TracebackType
@@ -22,7 +23,9 @@ from . import store
 class ShardWriter(Protocol):
     """Writes batches at shard boundaries; ``close`` waits for all and raises the first failure."""
 
-    def submit(self, start: int, bands: dict[str, np.ndarray]) -> None: ...
+    def submit(
+        self, start: int, bands: dict[str, np.ndarray], record: store.ShardRecord
+    ) -> None: ...
 
     def close(self) -> None: ...
 
@@ -39,8 +42,8 @@ class InlineWriter:
     def __init__(self, path: str) -> None:
         self._path = path
 
-    def submit(self, start: int, bands: dict[str, np.ndarray]) -> None:
-        store.write_shard(self._path, start, bands)
+    def submit(self, start: int, bands: dict[str, np.ndarray], record: store.ShardRecord) -> None:
+        store.write_shard(self._path, start, bands, record)
 
     def close(self) -> None:
         return None
@@ -61,14 +64,18 @@ class PoolWriter:
         self._path = path
         # spawn, not fork: the parent already runs zarr's event-loop thread, and forking a process
         # with threads can deadlock the child.
-        self._pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+        )
         self._in_flight: deque[Future[int]] = deque()
         self._limit = workers + 1
 
-    def submit(self, start: int, bands: dict[str, np.ndarray]) -> None:
+    def submit(self, start: int, bands: dict[str, np.ndarray], record: store.ShardRecord) -> None:
         while len(self._in_flight) >= self._limit:
             self._in_flight.popleft().result()
-        self._in_flight.append(self._pool.submit(store.write_shard, self._path, start, bands))
+        self._in_flight.append(
+            self._pool.submit(store.write_shard, self._path, start, bands, record)
+        )
 
     def close(self) -> None:
         try:
@@ -90,6 +97,11 @@ class PoolWriter:
             for future in self._in_flight:
                 future.cancel()
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the reader, which lets the shards in progress finish."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_writer(path: str, workers: int) -> InlineWriter | PoolWriter:
