@@ -62,6 +62,16 @@ class ArchiveItem:
 
 
 @dataclass(frozen=True)
+class BadItem:
+    """An item folder that cannot be used (a repeated folder or member, an oversized member):
+    the caller decides whether to stop or to skip it. The stream itself stays readable."""
+
+    collection: str
+    item_id: str
+    error: InputDataError
+
+
+@dataclass(frozen=True)
 class CollectionDoc:
     """The archive's ``collection.json``, parsed."""
 
@@ -118,12 +128,13 @@ def iter_archive(
     culprit: str,
     warn: Warn,
     limits: Limits = Limits(),
-) -> Iterator[ArchiveItem | CollectionDoc]:
+) -> Iterator[ArchiveItem | BadItem | CollectionDoc]:
     """Yield the archive's ``collection.json`` and its items, one item per folder, in order.
 
     ``culprit`` names the archive in errors. Members outside ``{collection}/``, links, devices and
-    unexpected nesting are skipped with a warning; a folder that appears twice, a truncated or
-    corrupt stream and oversized members are errors. An archive without any item is an error.
+    unexpected nesting are skipped with a warning. A folder that appears twice, a repeated member
+    and an oversized member (never read into memory) make a :class:`BadItem`. A truncated or
+    corrupt stream, and an archive without any item, are errors.
     """
     tar, stream = open_tar_stream(raw, culprit)
     current: _Pending | None = None
@@ -132,7 +143,13 @@ def iter_archive(
     for info, parts in _safe_members(tar, collection, culprit, warn):
         if len(parts) == 1:
             if parts[0] == "collection.json":
-                data = _read(tar, info, limits.collection_json_bytes, culprit)
+                if info.size > limits.collection_json_bytes:
+                    raise InputDataError(
+                        info.name,
+                        f"member of {info.size:,} bytes exceeds the limit of "
+                        f"{limits.collection_json_bytes:,}",
+                    )
+                data = _read(tar, info, culprit)
                 yield CollectionDoc(collection, _parse_json(data, info.name))
             else:
                 warn(f"{info.name}: ignored (not part of any item)")
@@ -144,10 +161,11 @@ def iter_archive(
             yield current.finish()
             current = None
         if current is None:
-            if item_id in done:
-                raise InputDataError(f"{collection}/{item_id}", "item appears twice in the archive")
             current = _Pending(collection, item_id, limits)
-        current.add(file, _read(tar, info, current.limit_for(file), culprit), info.name)
+            if item_id in done:
+                current.fail(InputDataError(current.folder, "item appears twice in the archive"))
+        if current.problem is None:
+            current.add(tar, info, file, culprit)
     if current is not None:
         items += 1
         yield current.finish()
@@ -163,6 +181,16 @@ class _Pending:
     limits: Limits
     files: dict[str, bytes] = field(default_factory=dict)
     total: int = 0
+    problem: InputDataError | None = None
+
+    @property
+    def folder(self) -> str:
+        return f"{self.collection}/{self.item_id}"
+
+    def fail(self, problem: InputDataError) -> None:
+        """Mark the item bad; its remaining members are passed over unread."""
+        self.problem = problem
+        self.files.clear()
 
     def limit_for(self, file: str) -> int:
         cap = (
@@ -172,13 +200,23 @@ class _Pending:
         )
         return min(cap, self.limits.item_bytes - self.total)
 
-    def add(self, file: str, data: bytes, member: str) -> None:
+    def add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, file: str, culprit: str) -> None:
+        limit = self.limit_for(file)
         if file in self.files:
-            raise InputDataError(member, "member appears twice in the archive")
-        self.files[file] = data
-        self.total += len(data)
+            self.fail(InputDataError(info.name, "member appears twice in the archive"))
+        elif info.size > limit:
+            self.fail(
+                InputDataError(
+                    info.name, f"member of {info.size:,} bytes exceeds the limit of {limit:,}"
+                )
+            )
+        else:
+            self.files[file] = _read(tar, info, culprit)
+            self.total += info.size
 
-    def finish(self) -> ArchiveItem:
+    def finish(self) -> ArchiveItem | BadItem:
+        if self.problem is not None:
+            return BadItem(self.collection, self.item_id, self.problem)
         return ArchiveItem(self.collection, self.item_id, self.files)
 
 
@@ -236,11 +274,7 @@ def member_parts(name: str, collection: str) -> tuple[str, ...] | None:
     return parts[1:]
 
 
-def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, limit: int, culprit: str) -> bytes:
-    if info.size > limit:
-        raise InputDataError(
-            info.name, f"member of {info.size:,} bytes exceeds the limit of {limit:,}"
-        )
+def _read(tar: tarfile.TarFile, info: tarfile.TarInfo, culprit: str) -> bytes:
     try:
         handle = tar.extractfile(info)
         data = handle.read() if handle is not None else b""

@@ -17,13 +17,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import __version__, store
-from .archive import ArchiveItem, CollectionDoc, Warn, iter_archive, parse_item_json
+from .archive import ArchiveItem, BadItem, CollectionDoc, Warn, iter_archive, parse_item_json
 from .config import RunConfig, RunReport
 from .errors import InputDataError, StoreError, UsageError
 from .items import LabelIndex, parse_label_item
 from .nomenclature import BAND_GROUPS, patch_of
 from .patches import Patch, decode_patch
 from .sources import CountingReader, describe, open_archive
+from .verify import NOT_COMPLETE, check
 from .writers import ShardWriter, make_writer
 
 EXAMPLES = 5
@@ -107,8 +108,6 @@ def run(
     index = _read_labels(state)
     limit = config.selection.limit
     capacity = index.selected_count if limit is None else min(limit, index.selected_count)
-    if config.labels_only:
-        capacity = min(capacity, index.selected_count)
     if not config.resume:
         store.create(
             config.store,
@@ -120,7 +119,7 @@ def run(
     if config.labels_only:
         table, read_to_end = _table(index, index.selected_rows()[:capacity]), True
     else:
-        table, read_to_end = _ingest_source(state, index, capacity, done)
+        table, read_to_end = _ingest_source(state, index, done)
     state.progress.done()
     for name in index.unmatched_selected()[:EXAMPLES] if not config.labels_only else ():
         state.example("labels_without_source", name)
@@ -138,6 +137,10 @@ def run(
         examples=state.examples,
     )
     store.finish(config.store, table, _final_attrs(state, report))
+    problems = [p for p in check(config.store) if p != NOT_COMPLETE]
+    if problems:
+        raise StoreError(f"{config.store}: the written store fails its checks: {problems[0]}")
+    store.mark_complete(config.store)
     return _with_size(report, state)
 
 
@@ -177,6 +180,9 @@ def _read_labels(state: _Run) -> LabelIndex:
                 state.collection.setdefault("labels", obj.document)
                 continue
             state.progress.advance()
+            if isinstance(obj, BadItem):
+                state.fail_or_skip(obj.error, obj.item_id)
+                continue
             member = obj.member("stac.json")
             try:
                 entry = parse_label_item(parse_item_json(obj), member)
@@ -217,12 +223,13 @@ class _Batch:
 
 
 def _ingest_source(
-    state: _Run, index: LabelIndex, capacity: int, done: dict[int, store.ShardRecord]
+    state: _Run, index: LabelIndex, done: dict[int, store.ShardRecord]
 ) -> tuple[store.SampleTable, bool]:
     """Stream the source archive: join, decode, and write every shard not already ``done``."""
     config = state.config
     collection = config.source_collection
     size = config.shard_size
+    limit = config.selection.limit
     rows: list[int] = []
     geo: list[tuple[int, float, float]] = []
     batch = _Batch(0, size)
@@ -239,10 +246,13 @@ def _ingest_source(
             if isinstance(obj, CollectionDoc):
                 state.collection["source"] = obj.document
                 continue
-            if len(rows) >= capacity:
-                read_to_end = False
+            if limit is not None and len(rows) >= limit:  # without --limit, read it all:
+                read_to_end = False  # duplicates and unlabelled items come to light only so
                 break
             state.progress.advance()
+            if isinstance(obj, BadItem):
+                state.fail_or_skip(obj.error, obj.item_id)
+                continue
             patch = _join_and_decode(state, index, obj)
             if patch is None:
                 continue

@@ -160,7 +160,7 @@ def journal(path: Path) -> dict[int, ShardRecord]:
 
 
 def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
-    """Trim, write the small arrays and the final attributes, consolidate, then mark complete."""
+    """Trim, write the small arrays and the final attributes, consolidate (not yet complete)."""
     group = zarr.open_group(str(path), mode="r+")
     n = len(table)
     labels_only = table.epsg is None
@@ -191,6 +191,10 @@ def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
         # zarr warns that consolidated metadata is not yet part of the v3 spec; xarray reads it.
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(str(path))
+
+
+def mark_complete(path: Path) -> None:
+    """The last write of a run: only after the store passed its checks."""
     zarr.open_group(str(path), mode="r+").attrs["complete"] = True
 
 

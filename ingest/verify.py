@@ -17,6 +17,7 @@ import zarr
 from . import schemas
 from .items import labels19_of
 
+NOT_COMPLETE = "store is not complete (attribute 'complete' is not true)"
 _DTYPES = {"string": ("str", "<U", "StringDType", "object"), "bool": ("bool",)}
 
 
@@ -58,6 +59,7 @@ def check(path: Path) -> list[str]:
         elif np.asarray(arrays[dim][:]).tolist() != names:
             problems.append(f"{dim}: names differ from the contract's")
     problems += _check_shards(arrays, contract, omitted)
+    problems += _check_shard_files(path, arrays, contract, omitted)
     problems += _check_attrs(attrs, contract, sizes.get("sample"))
     if not problems:
         problems += _check_values(arrays)
@@ -135,6 +137,27 @@ def _check_shards(
     return problems
 
 
+def _check_shard_files(
+    path: Path, arrays: dict[str, zarr.Array[Any]], contract: dict[str, Any], omitted: set[str]
+) -> list[str]:
+    """Every shard the band arrays cover must be on disk: a missing one would read as zeros."""
+    problems = []
+    for name, spec in contract["data_variables"].items():
+        if spec["layout"] != "sharded" or name in omitted or name not in arrays:
+            continue
+        array = arrays[name]
+        length = array.shards[0] if array.shards else array.chunks[0]
+        count = -(-array.shape[0] // length)
+        missing = [
+            k for k in range(count) if not (path / name / "c" / str(k) / "0" / "0" / "0").is_file()
+        ]
+        if missing:
+            problems.append(
+                f"{name}: {len(missing)} of {count} shards missing, first shard {missing[0]}"
+            )
+    return problems
+
+
 def _check_attrs(attrs: dict[str, Any], contract: dict[str, Any], samples: int | None) -> list[str]:
     problems = [f"attribute {k!r} missing" for k in contract["root_attributes"] if k not in attrs]
     counts = attrs.get("counts")
@@ -148,7 +171,7 @@ def _check_attrs(attrs: dict[str, Any], contract: dict[str, Any], samples: int |
                 f"counts.skipped is {counts.get('skipped')}, skipped lists {len(skipped)}"
             )
     if attrs.get("complete") is not True:
-        problems.append("store is not complete (attribute 'complete' is not true)")
+        problems.append(NOT_COMPLETE)
     return problems
 
 

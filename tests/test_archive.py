@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from ingest.archive import ArchiveItem, CollectionDoc, Limits, iter_archive, member_parts
+from ingest.archive import (
+    ArchiveItem,
+    BadItem,
+    CollectionDoc,
+    Limits,
+    iter_archive,
+    member_parts,
+)
 from ingest.errors import InputDataError
 from ingest.testing.archive_writer import (
     Member,
@@ -22,13 +29,21 @@ from ingest.testing.samples import SampleArchives
 SOURCE = "bigearthnet_v1_source"
 
 
-def read_all(
+def read_everything(
     path: Path, collection: str = SOURCE, **kwargs: object
-) -> tuple[list[ArchiveItem], list[str]]:
+) -> tuple[list[ArchiveItem | BadItem], list[str]]:
     warnings: list[str] = []
     with path.open("rb") as f:
         objs = list(iter_archive(f, collection, culprit=str(path), warn=warnings.append, **kwargs))  # type: ignore[arg-type]
-    return [o for o in objs if isinstance(o, ArchiveItem)], warnings
+    return [o for o in objs if not isinstance(o, CollectionDoc)], warnings
+
+
+def read_all(
+    path: Path, collection: str = SOURCE, **kwargs: object
+) -> tuple[list[ArchiveItem], list[str]]:
+    items, warnings = read_everything(path, collection, **kwargs)
+    assert all(isinstance(i, ArchiveItem) for i in items)
+    return [i for i in items if isinstance(i, ArchiveItem)], warnings
 
 
 @pytest.mark.parametrize(
@@ -127,21 +142,31 @@ def test_archive_without_items_is_an_error(tmp_path: Path) -> None:
         read_all(empty)
 
 
-def test_item_twice_is_an_error(real_sample: SampleArchives, tmp_path: Path) -> None:
+def test_item_twice_is_a_bad_item(real_sample: SampleArchives, tmp_path: Path) -> None:
     first = real_sample.patches[0]
     again = [(i, d) for i, d in iter_members(real_sample.source) if first in i.name]
     twice = _edited(
         real_sample.source, tmp_path / "twice.tar.gz", lambda i, d: [(i, d)], append=tuple(again)
     )
-    with pytest.raises(InputDataError, match=f"bigearthnet_v1_source_{first}: item appears twice"):
-        read_all(twice)
+    items, _ = read_everything(twice)
+    assert [type(i).__name__ for i in items] == ["ArchiveItem"] * 6 + ["BadItem"]
+    bad = items[-1]
+    assert isinstance(bad, BadItem)
+    assert (
+        str(bad.error)
+        == f"bigearthnet_v1_source/bigearthnet_v1_source_{first}: item appears twice in the archive"
+    )
 
 
 def test_member_size_limit(real_sample: SampleArchives) -> None:
-    with pytest.raises(
-        InputDataError, match=r"B01\.tif: member of 1,160 bytes exceeds the limit of 1,000"
-    ):
-        read_all(real_sample.source, limits=Limits(asset_bytes=1000))
+    items, _ = read_everything(real_sample.source, limits=Limits(asset_bytes=1000))
+    assert all(isinstance(i, BadItem) for i in items)
+    bad = items[0]
+    assert isinstance(bad, BadItem)
+    assert str(bad.error) == (
+        f"bigearthnet_v1_source/bigearthnet_v1_source_{real_sample.patches[0]}/B01.tif: "
+        "member of 1,160 bytes exceeds the limit of 1,000"
+    )
 
 
 def test_collection_document(real_sample: SampleArchives) -> None:

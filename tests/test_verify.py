@@ -90,3 +90,9 @@ def test_missing_array_and_not_a_store(store: Path, tmp_path: Path) -> None:
     assert check(tmp_path / "nothing") == [
         f"{tmp_path / 'nothing'}: not a Zarr v3 store (no zarr.json)"
     ]
+
+
+def test_missing_shard_file_fails(store: Path) -> None:
+    """A missing shard would silently read as zeros: the store is not valid."""
+    (store / "bands_20m" / "c" / "1" / "0" / "0" / "0").unlink()
+    assert check(store) == ["bands_20m: 1 of 2 shards missing, first shard 1"]
