@@ -28,6 +28,7 @@ from zarr.codecs import BloscCodec
 from . import schemas
 from .errors import StoreError, UsageError
 from .nomenclature import BAND_GROUPS, CLASSES_19, CLASSES_43
+from .shards import write_block
 
 #: Chunk length along ``sample`` of the small, unsharded arrays (contract: >= 65,536).
 LARGE_CHUNK = 65536
@@ -139,7 +140,7 @@ def write_shard(path: str, start: int, bands: dict[str, np.ndarray], record: Sha
         k = block.shape[0]
         if start % shard or k > shard or len(record.patch_ids) != k:
             raise StoreError(f"{path}/{name}: batch [{start}, {start + k}) is not one whole shard")
-        array[start : start + k] = block
+        write_block(array, start, block)
     journal = zarr.open_group(path, path=JOURNAL, mode="r+")
     journal.create_group(f"shard-{record.index:07d}", attributes=asdict(record), overwrite=True)
     return k

@@ -1,0 +1,99 @@
+"""Whole-shard encoding of the band arrays: one batch of samples → one shard object.
+
+Hand-written for speed, with zarr-python as the reference. zarr-python's sharding codec encodes
+each inner chunk through its asyncio codec pipeline; measured here it spends about 1.2 ms of
+CPU per patch in that machinery on top of 0.3 ms of actual blosc work, which made writing the
+bottleneck of the ingest. The shard format of the Zarr v3 sharding spec is small: the encoded
+inner chunks back to back, then an index of (offset, nbytes) uint64 pairs (2**64 - 1 for an
+absent chunk) followed by its CRC32C. :class:`ShardEncoder` writes exactly that for the one
+layout the store uses (inner chunk = one sample, bytes + blosc, index at the end, crc32c), and
+declines any other layout, for which zarr-python writes the shard itself. The tests hold the
+output byte for byte to zarr-python's for full and partial shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+import zarr
+from numcodecs import Blosc
+from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+_ABSENT = np.iinfo(np.uint64).max
+
+
+@dataclass(frozen=True)
+class ShardEncoder:
+    """Encodes a (k, *inner) block, k <= shard length, into the bytes of one shard object."""
+
+    length: int
+    """Samples per shard."""
+    blosc: Blosc
+
+    @classmethod
+    def for_array(cls, array: zarr.Array[Any]) -> ShardEncoder | None:
+        """The encoder for ``array``'s layout, or None when it is not the store's layout."""
+        codecs = array.metadata.codecs  # type: ignore[union-attr]
+        if array.shards is None or len(codecs) != 1 or not isinstance(codecs[0], ShardingCodec):
+            return None
+        sharding = codecs[0]
+        inner = sharding.codecs
+        if (
+            sharding.chunk_shape != (1, *array.shape[1:])
+            or sharding.index_location.value != "end"
+            or len(inner) != 2
+            or not isinstance(inner[0], BytesCodec)
+            or not isinstance(inner[1], BloscCodec)
+            or [type(c) for c in sharding.index_codecs] != [BytesCodec, Crc32cCodec]
+            or array.dtype != np.dtype("<u2")
+            or any(_endian(c) not in (None, "little") for c in (inner[0], sharding.index_codecs[0]))
+        ):
+            return None
+        blosc = inner[1]
+        codec = Blosc(
+            cname=blosc.cname.value,
+            clevel=blosc.clevel,
+            shuffle={"noshuffle": Blosc.NOSHUFFLE, "shuffle": Blosc.SHUFFLE,
+                     "bitshuffle": Blosc.BITSHUFFLE}[blosc.shuffle.value],
+            blocksize=blosc.blocksize,
+            typesize=blosc.typesize,
+        )  # fmt: skip
+        return cls(array.shards[0], codec)
+
+    def encode(self, block: np.ndarray) -> bytes:
+        if block.shape[0] > self.length:
+            raise ValueError(f"{block.shape[0]} samples do not fit a shard of {self.length}")
+        block = np.ascontiguousarray(block, dtype="<u2")
+        parts = []
+        index = np.full((self.length, 2), _ABSENT, dtype="<u8")
+        offset = 0
+        for i in range(block.shape[0]):
+            encoded = self.blosc.encode(block[i])
+            parts.append(encoded)
+            index[i] = (offset, len(encoded))
+            offset += len(encoded)
+        table = index.tobytes()
+        checksum = np.array([google_crc32c.value(table)], dtype="<u4").tobytes()
+        return b"".join(parts) + table + checksum
+
+
+def _endian(codec: object) -> str | None:
+    endian = getattr(codec, "endian", None)
+    return None if endian is None else str(getattr(endian, "value", endian))
+
+
+def write_block(array: zarr.Array[Any], start: int, block: np.ndarray) -> None:
+    """Write ``block`` as the whole shard that starts at sample ``start``."""
+    encoder = ShardEncoder.for_array(array)
+    if encoder is None:
+        array[start : start + block.shape[0]] = block
+        return
+    key = array.metadata.encode_chunk_key((start // encoder.length, *([0] * (block.ndim - 1))))
+    path = f"{array.path}/{key}" if array.path else key
+    buffer = default_buffer_prototype().buffer.from_bytes(encoder.encode(block))
+    sync(array.store.set(path, buffer))
