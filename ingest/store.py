@@ -33,7 +33,7 @@ from .shards import write_block
 #: Chunk length along ``sample`` of the small, unsharded arrays (contract: >= 65,536).
 LARGE_CHUNK = 65536
 #: Pixels compress with zstd after bit-shuffling the uint16 words (see the README for the figures).
-BAND_CODEC = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
+BAND_CODEC = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 SAMPLE_COORDS = ("patch_id", "time", "epsg", "x_ul", "y_ul")
 #: The resume journal: a zarr group (so readers and zarr itself see a valid hierarchy), removed
 #: when the store is finished.
