@@ -7,14 +7,14 @@ tags, never from the STAC geometry (which is known to be wrong in MLHub's items)
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from .archive import ArchiveItem
 from .decode import decode_geotiff
 from .errors import InputDataError
-from .nomenclature import BAND_GROUPS, BAND_SLOT, BANDS
+from .nomenclature import BAND_SLOT, BANDS
 
 #: Files of a source item folder that are not band files of BigEarthNet v1 but are expected.
 _METADATA_FILES = frozenset({"stac.json"})
@@ -22,11 +22,9 @@ _METADATA_FILES = frozenset({"stac.json"})
 
 @dataclass(frozen=True)
 class Patch:
-    """One decoded patch, ready to be placed into a batch."""
+    """What the store keeps of a decoded patch besides its pixels (which went into the batch)."""
 
     patch_id: str
-    bands: dict[str, np.ndarray] = field(repr=False)
-    """Band array name (``bands_10m``...) → (bands, y, x) uint16."""
     epsg: int
     x_ul: float
     y_ul: float
@@ -38,14 +36,15 @@ def band_file(band: str) -> str:
     return f"{band}.tif"
 
 
-def decode_patch(item: ArchiveItem, patch_id: str) -> Patch:
-    """Decode and validate the 12 bands of a source item; InputDataError names the culprit."""
+def decode_patch(item: ArchiveItem, patch_id: str, out: dict[str, np.ndarray]) -> Patch:
+    """Decode and validate the 12 bands of a source item into ``out`` (band array name →
+    (bands, y, x) uint16, e.g. one slot of a batch buffer); InputDataError names the culprit.
+
+    On an error ``out`` may be partly overwritten.
+    """
     missing = [b for b in BANDS if band_file(b) not in item.files]
     if missing:
         raise InputDataError(item.folder, f"missing band {', '.join(missing)}")
-    stacks = {
-        g.array_name: np.empty((len(g.bands), g.size, g.size), np.uint16) for g in BAND_GROUPS
-    }
     reference: tuple[int, float, float, str] | None = None
     for band in BANDS:
         member = item.member(band_file(band))
@@ -65,8 +64,8 @@ def decode_patch(item: ArchiveItem, patch_id: str) -> Patch:
                 f"georeferencing EPSG:{raster.epsg} ({raster.x_ul}, {raster.y_ul}) differs from "
                 f"{reference[3]}'s EPSG:{reference[0]} ({reference[1]}, {reference[2]})",
             )
-        stacks[group.array_name][slot] = raster.pixels
+        out[group.array_name][slot] = raster.pixels
     assert reference is not None
     expected = {band_file(b) for b in BANDS} | _METADATA_FILES
     ignored = tuple(sorted(f for f in item.files if f not in expected))
-    return Patch(patch_id, stacks, reference[0], reference[1], reference[2], ignored)
+    return Patch(patch_id, reference[0], reference[1], reference[2], ignored)

@@ -25,7 +25,7 @@ from .nomenclature import BAND_GROUPS, patch_of
 from .patches import Patch, decode_patch
 from .sources import CountingReader, describe, open_archive
 from .verify import NOT_COMPLETE, check
-from .writers import ShardWriter, make_writer
+from .writers import Buffers, ShardWriter, make_writer
 
 EXAMPLES = 5
 
@@ -194,32 +194,57 @@ def _read_labels(state: _Run) -> LabelIndex:
 
 
 @dataclass
-class _Batch:
-    """Samples accumulating into one shard."""
+class _ShardCutter:
+    """Cuts the samples, in order, into batches of one shard and hands full ones to the writer.
 
-    start: int
+    Pixels are decoded straight into the slot :meth:`slot` returns. Shards finished by an earlier
+    run (``done``) are not written again: their samples decode into a scratch slot (decoding still
+    validates them, so ``--on-error skip`` decides as before) and must be the same patches.
+    """
+
+    writer: ShardWriter
     size: int
-    bands: dict[str, np.ndarray] = field(init=False)
-    count: int = 0
-
-    def __post_init__(self) -> None:
-        self.bands = {
-            g.array_name: np.empty((self.size, len(g.bands), g.size, g.size), np.uint16)
-            for g in BAND_GROUPS
-        }
-
+    done: dict[int, store.ShardRecord]
+    path: Path
+    start: int = -1
+    buffers: Buffers = field(default_factory=dict)
     patch_ids: list[str] = field(default_factory=list)
+    scratch: Buffers = field(default_factory=dict)
 
-    def add(self, patch: Patch) -> None:
-        for name, stack in patch.bands.items():
-            self.bands[name][self.count] = stack
-        self.patch_ids.append(patch.patch_id)
-        self.count += 1
+    def slot(self, sample: int) -> Buffers:
+        """Where the pixels of sample number ``sample`` go."""
+        shard, position = divmod(sample, self.size)
+        if shard in self.done:
+            if not self.scratch:
+                self.scratch = {g.array_name: np.empty((len(g.bands), g.size, g.size), np.uint16)
+                                for g in BAND_GROUPS}  # fmt: skip
+            return self.scratch
+        if self.start != shard * self.size:
+            self.start, self.buffers, self.patch_ids = shard * self.size, self.writer.buffers(), []
+        return {name: array[position] for name, array in self.buffers.items()}
 
-    def flush(self, writer: ShardWriter) -> None:
-        if self.count:
+    def accept(self, sample: int, patch_id: str) -> None:
+        """The patch decoded into ``slot(sample)`` is good: count it."""
+        shard, position = divmod(sample, self.size)
+        if shard in self.done:
+            _check_resumed(self.path, self.done[shard], position, patch_id)
+            return
+        self.patch_ids.append(patch_id)
+        if len(self.patch_ids) == self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.patch_ids:
             record = store.ShardRecord(self.start // self.size, tuple(self.patch_ids))
-            writer.submit(self.start, {k: v[: self.count] for k, v in self.bands.items()}, record)
+            self.writer.submit(self.buffers, self.start, record)
+            self.start, self.patch_ids = -1, []
+
+    def check_done(self, samples: int) -> None:
+        """Finished shards must not hold more samples than this run produced."""
+        for shard, record in self.done.items():
+            held = samples - shard * self.size
+            if held < len(record.patch_ids):
+                _check_resumed(self.path, record, max(held, 0), None)
 
 
 def _ingest_source(
@@ -227,57 +252,44 @@ def _ingest_source(
 ) -> tuple[store.SampleTable, bool]:
     """Stream the source archive: join, decode, and write every shard not already ``done``."""
     config = state.config
-    collection = config.source_collection
-    size = config.shard_size
-    limit = config.selection.limit
+    collection, limit = config.source_collection, config.selection.limit
     rows: list[int] = []
     geo: list[tuple[int, float, float]] = []
-    batch = _Batch(0, size)
     read_to_end = True
-    with (
-        open_archive(
+    writer = make_writer(str(config.store), config.shard_size, config.workers)
+    try:
+        cutter = _ShardCutter(writer, config.shard_size, done, config.store)
+        with open_archive(
             config.source_archive, collection, config.endpoint, policy=config.retry, warn=state.warn
-        ) as reader,
-        make_writer(str(config.store), config.workers) as writer,
-    ):
-        state.progress.phase(collection, reader)
-        culprit = describe(config.source_archive, collection).location
-        for obj in iter_archive(reader, collection, culprit=culprit, warn=state.warn):
-            if isinstance(obj, CollectionDoc):
-                state.collection["source"] = obj.document
-                continue
-            if limit is not None and len(rows) >= limit:  # without --limit, read it all:
-                read_to_end = False  # duplicates and unlabelled items come to light only so
-                break
-            state.progress.advance()
-            if isinstance(obj, BadItem):
-                state.fail_or_skip(obj.error, obj.item_id)
-                continue
-            patch = _join_and_decode(state, index, obj)
-            if patch is None:
-                continue
-            sample = len(rows)
-            row = index.rows[patch.patch_id]
-            index.matched[row] = True
-            rows.append(row)
-            geo.append((patch.epsg, patch.x_ul, patch.y_ul))
-            shard, position = divmod(sample, size)
-            if shard in done:  # finished by an earlier run: check it holds this patch, skip it
-                _check_resumed(config.store, done[shard], position, patch.patch_id)
-                continue
-            if batch.start != shard * size:
-                batch = _Batch(shard * size, size)
-            batch.add(patch)
-            if batch.count == size:
-                batch.flush(writer)
-                batch = _Batch(batch.start + size, size)
-        batch.flush(writer)
-        writer.close()
-        for shard, record in done.items():
-            held = len(rows) - shard * size
-            if held < len(record.patch_ids):
-                _check_resumed(config.store, record, max(held, 0), None)
-        state.record_source(collection, config.source_archive, reader)
+        ) as reader:
+            state.progress.phase(collection, reader)
+            culprit = describe(config.source_archive, collection).location
+            for obj in iter_archive(reader, collection, culprit=culprit, warn=state.warn):
+                if isinstance(obj, CollectionDoc):
+                    state.collection["source"] = obj.document
+                    continue
+                if limit is not None and len(rows) >= limit:  # without --limit, read it all:
+                    read_to_end = False  # duplicates and unlabelled items come to light only so
+                    break
+                state.progress.advance()
+                if isinstance(obj, BadItem):
+                    state.fail_or_skip(obj.error, obj.item_id)
+                    continue
+                patch = _join_and_decode(state, index, obj, cutter.slot(len(rows)))
+                if patch is None:
+                    continue
+                cutter.accept(len(rows), patch.patch_id)
+                row = index.rows[patch.patch_id]
+                index.matched[row] = True
+                rows.append(row)
+                geo.append((patch.epsg, patch.x_ul, patch.y_ul))
+            cutter.flush()
+            writer.close()
+            cutter.check_done(len(rows))
+            state.record_source(collection, config.source_archive, reader)
+    except BaseException:
+        writer.abort()
+        raise
     epsg, x_ul, y_ul = zip(*geo, strict=True) if geo else ((), (), ())
     table = replace(
         _table(index, rows),
@@ -300,8 +312,11 @@ def _check_resumed(
         )
 
 
-def _join_and_decode(state: _Run, index: LabelIndex, item: ArchiveItem) -> Patch | None:
-    """The decoded patch of a source item, or None when it has no selected label or is skipped."""
+def _join_and_decode(
+    state: _Run, index: LabelIndex, item: ArchiveItem, out: Buffers
+) -> Patch | None:
+    """Decode a source item's bands into ``out``; None when it has no selected label or is
+    skipped."""
     patch_id = patch_of(item.item_id)
     row = index.rows.get(patch_id)
     if row is None:
@@ -314,7 +329,7 @@ def _join_and_decode(state: _Run, index: LabelIndex, item: ArchiveItem) -> Patch
         if index.matched[row]:
             raise InputDataError(item.folder, f"a second source item for patch {patch_id}")
         parse_item_json(item)
-        patch = decode_patch(item, patch_id)
+        patch = decode_patch(item, patch_id, out)
     except InputDataError as error:
         state.fail_or_skip(error, item.item_id)
         return None

@@ -1,9 +1,12 @@
 """Shard writers: where batches of exactly one shard are compressed and written.
 
-One reader owns the archive stream, decodes and cuts batches; a writer takes each batch and writes
-it as one whole shard of each band array. :class:`InlineWriter` writes in the calling process;
-:class:`PoolWriter` writes in worker processes with a bounded number of batches in flight, which
-bounds memory to about (in-flight + 1) batches. Two writers never touch the same shard.
+One reader owns the archive stream, decodes each patch straight into a batch buffer and hands
+full batches to a writer, which writes each as one whole shard of each band array (two writers
+never touch the same shard). :class:`InlineWriter` writes in the calling process;
+:class:`PoolWriter` writes in worker processes. Its batch buffers live in shared memory and are
+reused: measured on 2 cores, pickling 41 MB batches through a pipe cost the reader a fifth of its
+time, and fresh buffers cost a page fault per 4 KiB touched. At most ``workers + 1`` batches are
+in flight, which bounds memory to that many buffers.
 """
 
 from __future__ import annotations
@@ -12,91 +15,150 @@ import multiprocessing
 import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
-from types import TracebackType
+from functools import cache
+from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol
 
 import numpy as np
 
 from . import store
+from .nomenclature import BAND_GROUPS
+
+Buffers = dict[str, np.ndarray]
+"""Band array name → a (shard length, bands, y, x) uint16 array to fill with samples."""
+
+
+def _shapes(length: int) -> dict[str, tuple[int, ...]]:
+    return {g.array_name: (length, len(g.bands), g.size, g.size) for g in BAND_GROUPS}
 
 
 class ShardWriter(Protocol):
-    """Writes batches at shard boundaries; ``close`` waits for all and raises the first failure."""
+    """Hands out batch buffers and writes them; ``close`` waits for all, raising the first error."""
 
-    def submit(
-        self, start: int, bands: dict[str, np.ndarray], record: store.ShardRecord
-    ) -> None: ...
+    def buffers(self) -> Buffers:
+        """A free batch buffer (waits for one when all are in flight)."""
+        ...
+
+    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
+        """Write the first ``len(record.patch_ids)`` samples of ``buffers`` at sample ``start``."""
+        ...
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> ShardWriter: ...
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None: ...
+    def abort(self) -> None:
+        """Stop after an error or interruption without waiting for queued batches."""
+        ...
 
 
 class InlineWriter:
     """Writes each batch immediately in this process (``--workers 0``)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, length: int) -> None:
         self._path = path
+        self._buffers = {
+            name: np.empty(shape, np.uint16) for name, shape in _shapes(length).items()
+        }
 
-    def submit(self, start: int, bands: dict[str, np.ndarray], record: store.ShardRecord) -> None:
-        store.write_shard(self._path, start, bands, record)
+    def buffers(self) -> Buffers:
+        return self._buffers
+
+    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
+        count = len(record.patch_ids)
+        store.write_shard(self._path, start, {k: v[:count] for k, v in buffers.items()}, record)
 
     def close(self) -> None:
         return None
 
-    def __enter__(self) -> InlineWriter:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def abort(self) -> None:
+        return None
 
 
 class PoolWriter:
-    """Writes batches in ``workers`` processes, at most ``workers + 1`` batches in flight."""
+    """Writes batches in ``workers`` processes from shared-memory buffers."""
 
-    def __init__(self, path: str, workers: int) -> None:
+    def __init__(self, path: str, length: int, workers: int) -> None:
         self._path = path
+        self._shapes = _shapes(length)
         # spawn, not fork: the parent already runs zarr's event-loop thread, and forking a process
         # with threads can deadlock the child.
         self._pool = ProcessPoolExecutor(
             workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
         )
-        self._in_flight: deque[Future[int]] = deque()
-        self._limit = workers + 1
+        size = sum(int(np.prod(s)) * 2 for s in self._shapes.values())
+        self._memory = [SharedMemory(create=True, size=size) for _ in range(workers + 1)]
+        self._free: deque[SharedMemory] = deque(self._memory)
+        self._in_flight: deque[tuple[Future[int], SharedMemory]] = deque()
+        self._taken: dict[int, SharedMemory] = {}
 
-    def submit(self, start: int, bands: dict[str, np.ndarray], record: store.ShardRecord) -> None:
-        while len(self._in_flight) >= self._limit:
-            self._in_flight.popleft().result()
-        self._in_flight.append(
-            self._pool.submit(store.write_shard, self._path, start, bands, record)
+    def buffers(self) -> Buffers:
+        if not self._free:
+            future, memory = self._in_flight.popleft()
+            self._free.append(memory)
+            future.result()
+        memory = self._free.popleft()
+        views = _views(_buffer(memory), self._shapes)
+        self._taken[id(views[BAND_GROUPS[0].array_name])] = memory
+        return views
+
+    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
+        memory = self._taken.pop(id(buffers[BAND_GROUPS[0].array_name]))
+        future = self._pool.submit(
+            _write_from_shared, self._path, memory.name, self._shapes, start, record
         )
+        self._in_flight.append((future, memory))
 
     def close(self) -> None:
         try:
             while self._in_flight:
-                self._in_flight.popleft().result()
+                future, memory = self._in_flight.popleft()
+                self._free.append(memory)
+                future.result()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._shutdown()
 
-    def __enter__(self) -> PoolWriter:
-        return self
+    def abort(self) -> None:
+        """Stop without waiting for queued batches (the store stays resumable)."""
+        for future, _ in self._in_flight:
+            future.cancel()
+        self._shutdown()
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if kind is None:
-            self.close()
-        else:
-            # Leave the store as it is (resumable); do not wait for queued batches.
-            for future in self._in_flight:
-                future.cancel()
-            self._pool.shutdown(wait=True, cancel_futures=True)
+    def _shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for memory in self._memory:
+            memory.close()
+            memory.unlink()
+        self._memory.clear()
+
+
+def _buffer(memory: SharedMemory) -> memoryview:
+    buffer = memory.buf
+    if buffer is None:  # only after close()
+        raise ValueError(f"shared memory {memory.name} is closed")
+    return buffer
+
+
+def _views(buffer: memoryview, shapes: dict[str, tuple[int, ...]]) -> Buffers:
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        views[name] = np.ndarray(shape, np.uint16, buffer=buffer, offset=offset)
+        offset += int(np.prod(shape)) * 2
+    return views
+
+
+@cache
+def _attach(name: str) -> SharedMemory:
+    """A worker maps each shared buffer once. The parent owns and unlinks it. (Attaching also
+    registers it with the resource tracker, which spawned workers share with the parent: it is
+    one entry, removed by the parent's unlink; unregistering here would remove it twice.)"""
+    return SharedMemory(name=name)
+
+
+def _write_from_shared(
+    path: str, name: str, shapes: dict[str, tuple[int, ...]], start: int, record: store.ShardRecord
+) -> int:
+    count = len(record.patch_ids)
+    views = _views(_buffer(_attach(name)), shapes)
+    return store.write_shard(path, start, {k: v[:count] for k, v in views.items()}, record)
 
 
 def _ignore_sigint() -> None:
@@ -104,5 +166,5 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def make_writer(path: str, workers: int) -> InlineWriter | PoolWriter:
-    return InlineWriter(path) if workers <= 0 else PoolWriter(path, workers)
+def make_writer(path: str, length: int, workers: int) -> InlineWriter | PoolWriter:
+    return InlineWriter(path, length) if workers <= 0 else PoolWriter(path, length, workers)

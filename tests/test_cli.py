@@ -137,6 +137,7 @@ def test_console_script_runs_as_a_process(real_sample: SampleArchives, tmp_path:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no warning or traceback from the worker pool either
     assert check(tmp_path / "s.zarr") == []
     done = subprocess.run(
         [str(ingest), "--debug", "run", str(tmp_path / "s.zarr"), *local(real_sample)],
