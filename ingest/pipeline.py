@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,13 +19,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from . import __version__, store
-from .archive import ArchiveItem, BadItem, CollectionDoc, Warn, iter_archive, parse_item_json
+from .archive import ArchiveItem, BadItem, CollectionDoc, Warn, parse_item_json
 from .config import RunConfig, RunReport
 from .errors import InputDataError, StoreError, UsageError
+from .feeds import Feed, Meter, open_archive_feed
 from .items import LabelIndex, parse_label_item
 from .nomenclature import BAND_GROUPS, patch_of
 from .patches import Patch, decode_patch
-from .sources import CountingReader, describe, open_archive
 from .verify import NOT_COMPLETE, check
 from .writers import Buffers, ShardWriter, make_writer
 
@@ -33,7 +35,7 @@ EXAMPLES = 5
 class Progress(Protocol):
     """Receives progress: a phase per archive, then one ``advance`` per item read."""
 
-    def phase(self, name: str, reader: CountingReader) -> None: ...
+    def phase(self, name: str, meter: Meter) -> None: ...
 
     def advance(self, items: int = 1) -> None: ...
 
@@ -41,7 +43,7 @@ class Progress(Protocol):
 
 
 class NoProgress:
-    def phase(self, name: str, reader: CountingReader) -> None:
+    def phase(self, name: str, meter: Meter) -> None:
         return None
 
     def advance(self, items: int = 1) -> None:
@@ -82,16 +84,27 @@ class _Run:
         if len(names) < EXAMPLES:
             names.append(name)
 
-    def record_source(self, collection: str, spec: str | None, reader: CountingReader) -> None:
-        info = describe(spec, collection)
-        self.sources.append(
-            {
-                "collection": collection,
-                "kind": info.kind,
-                "location": info.location,
-                "bytes": reader.bytes_read,
-                "sha256": reader.sha256,
-            }
+    def labels_feed(self) -> AbstractContextManager[Feed]:
+        """Where the label items come from."""
+        config = self.config
+        return open_archive_feed(
+            config.labels_archive,
+            config.labels_collection,
+            config.endpoint,
+            policy=config.retry,
+            warn=self.warn,
+        )
+
+    def source_feed(self, index: LabelIndex) -> AbstractContextManager[Feed]:
+        """Where the source items come from (``index``: the labels, for feeds that fetch only
+        the selected items)."""
+        config = self.config
+        return open_archive_feed(
+            config.source_archive,
+            config.source_collection,
+            config.endpoint,
+            policy=config.retry,
+            warn=self.warn,
         )
 
 
@@ -170,12 +183,9 @@ def _read_labels(state: _Run) -> LabelIndex:
     config = state.config
     index = LabelIndex()
     collection = config.labels_collection
-    with open_archive(
-        config.labels_archive, collection, config.endpoint, policy=config.retry, warn=state.warn
-    ) as reader:
-        state.progress.phase(collection, reader)
-        culprit = describe(config.labels_archive, collection).location
-        for obj in iter_archive(reader, collection, culprit=culprit, warn=state.warn):
+    with state.labels_feed() as feed:
+        state.progress.phase(collection, feed.meter)
+        for obj in feed.items():
             if isinstance(obj, CollectionDoc):
                 state.collection.setdefault("labels", obj.document)
                 continue
@@ -189,7 +199,7 @@ def _read_labels(state: _Run) -> LabelIndex:
                 index.add(entry, config.selection, member)
             except InputDataError as error:
                 state.fail_or_skip(error, obj.item_id)
-        state.record_source(collection, config.labels_archive, reader)
+        state.sources.append(feed.record())
     return index
 
 
@@ -259,12 +269,10 @@ def _ingest_source(
     writer = make_writer(str(config.store), config.shard_size, config.workers)
     try:
         cutter = _ShardCutter(writer, config.shard_size, done, config.store)
-        with open_archive(
-            config.source_archive, collection, config.endpoint, policy=config.retry, warn=state.warn
-        ) as reader:
-            state.progress.phase(collection, reader)
-            culprit = describe(config.source_archive, collection).location
-            for obj in iter_archive(reader, collection, culprit=culprit, warn=state.warn):
+        with state.source_feed(index) as feed:
+            state.progress.phase(collection, feed.meter)
+            items = feed.items()
+            for obj in items:
                 if isinstance(obj, CollectionDoc):
                     state.collection["source"] = obj.document
                     continue
@@ -286,7 +294,8 @@ def _ingest_source(
             cutter.flush()
             writer.close()
             cutter.check_done(len(rows))
-            state.record_source(collection, config.source_archive, reader)
+            _close(items)
+            state.sources.append(feed.record())
     except BaseException:
         writer.abort()
         raise
@@ -298,6 +307,13 @@ def _ingest_source(
         y_ul=np.asarray(y_ul, np.float64),
     )
     return table, read_to_end
+
+
+def _close(items: Iterator[Any]) -> None:
+    """Stop a feed's generator left early (at --limit), releasing its stream and threads."""
+    close = getattr(items, "close", None)
+    if close is not None:
+        close()
 
 
 def _check_resumed(

@@ -6,7 +6,7 @@ import time
 from typing import TextIO
 
 from .config import RunReport
-from .sources import CountingReader
+from .feeds import Meter
 
 REFRESH_SECONDS = 0.25
 
@@ -32,13 +32,13 @@ class ProgressLine:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._reader: CountingReader | None = None
+        self._reader: Meter | None = None
         self._name = ""
         self._items = 0
         self._started = 0.0
         self._drawn = 0.0
 
-    def phase(self, name: str, reader: CountingReader) -> None:
+    def phase(self, name: str, reader: Meter) -> None:
         self._finish_line()
         self._name, self._reader, self._items = name, reader, 0
         self._started = time.monotonic()
