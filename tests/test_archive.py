@@ -174,4 +174,23 @@ def test_collection_document(real_sample: SampleArchives) -> None:
         first = next(iter_archive(f, "bigearthnet_v1_labels", culprit="x", warn=print))
     assert isinstance(first, CollectionDoc)
     assert first.document["license"] == "CDLA-Permissive-1.0"
-    assert {link["rel"] for link in first.document["links"]} == {"item"}
+    assert first.document["links"] == []  # the per-item links are dropped (see parse_collection)
+
+
+def test_collection_document_drops_item_links() -> None:
+    from ingest.archive import parse_collection
+
+    document = parse_collection(
+        b'{"id": "c", "license": "L", "links": [{"href": "a/stac.json", "rel": "item"},'
+        b' {"rel": "self", "href": "x"}, {"href": "b/stac.json", "rel": "item"}],'
+        b' "providers": [{"name": "BigEarthNet", "roles": ["licensor"]}]}',
+        "c/collection.json",
+    )
+    assert document == {
+        "id": "c",
+        "license": "L",
+        "links": [{"rel": "self", "href": "x"}],
+        "providers": [{"name": "BigEarthNet", "roles": ["licensor"]}],
+    }
+    with pytest.raises(InputDataError, match=r"^c/collection.json: invalid JSON"):
+        parse_collection(b"{oops", "c/collection.json")
