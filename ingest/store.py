@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,8 @@ class SampleTable:
     """int32; None for a labels-only store, like ``x_ul`` and ``y_ul``."""
     x_ul: np.ndarray | None = None
     y_ul: np.ndarray | None = None
+    optional: dict[str, np.ndarray] = field(default_factory=dict)
+    """The contract's optional coordinates (``country``, ``season``, ``split``) when known."""
 
     def __len__(self) -> int:
         return len(self.patch_id)
@@ -170,7 +172,8 @@ def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
             array = group[g.array_name]
             assert isinstance(array, zarr.Array)
             array.resize((n, *array.shape[1:]))
-    coords = " ".join(SAMPLE_COORDS if not labels_only else SAMPLE_COORDS[:2])
+    names = [*(SAMPLE_COORDS if not labels_only else SAMPLE_COORDS[:2]), *sorted(table.optional)]
+    coords = " ".join(names)
     small: dict[str, tuple[np.ndarray, tuple[str, ...], dict[str, Any]]] = {
         "labels": (table.labels, ("sample", "label"), {"coordinates": coords}),
         "labels19": (table.labels19, ("sample", "label19"), {"coordinates": coords}),
@@ -183,6 +186,8 @@ def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
         small["epsg"] = (table.epsg.astype(np.int32), ("sample",), {})
         small["x_ul"] = (table.x_ul.astype(np.float64), ("sample",), {})
         small["y_ul"] = (table.y_ul.astype(np.float64), ("sample",), {})
+    for name, values in table.optional.items():
+        small[name] = (np.asarray(values, dtype=object), ("sample",), {})
     for name, (values, dims, attributes) in small.items():
         _write_small(group, name, values, dims, attributes)
     group.attrs.update(attrs)

@@ -51,6 +51,9 @@ def check(path: Path) -> list[str]:
             problems.append(f"{name}: missing")
             continue
         problems += _check_array(name, arrays[name], spec, contract, sizes)
+    for name, spec in contract["optional_coordinates"].items():
+        if name in arrays:
+            problems += _check_array(name, arrays[name], spec, contract, sizes)
     for dim, names in contract["dimension_coordinates"].items():
         if dim in omitted:
             continue
@@ -101,7 +104,11 @@ def _check_array(
         seen = sizes.setdefault(dim, size)
         if seen != size:
             problems.append(f"{name}: dimension {dim} has size {size}, other arrays {seen}")
-    if spec.get("layout") == "large" or name in contract["coordinates"]:
+    if (
+        spec.get("layout") == "large"
+        or name in contract["coordinates"]
+        or name in contract["optional_coordinates"]
+    ):
         if array.shards is not None:
             problems.append(f"{name}: must not be sharded")
         if array.chunks[0] < contract["min_large_chunk"]:
