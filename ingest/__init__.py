@@ -4,10 +4,24 @@ Zarr store."""
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .reading import open_store
 
 try:
     __version__ = version("bigearthnet-ingest")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "open_store"]
+
+
+def __getattr__(name: str) -> Any:
+    """``ingest.open_store`` imports xarray and dask on first use only: ``import ingest`` (and
+    every ``ingest`` command) stays light."""
+    if name == "open_store":
+        from .reading import open_store
+
+        return open_store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
