@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .download import RetryPolicy
+from .errors import UsageError
 from .items import Selection
 from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from .sources import Endpoint
@@ -17,6 +18,9 @@ from .sources import Endpoint
 DEFAULT_SHARD_SIZE = 256
 
 OnError = Literal["fail", "skip"]
+#: Where the items come from: the two collection archives, or the items API (only the selected
+#: source items are fetched; see :mod:`ingest.items_feed`).
+Via = Literal["archive", "items"]
 
 
 def default_workers() -> int:
@@ -47,6 +51,12 @@ class RunConfig:
     on_error: OnError = "fail"
     endpoint: Endpoint = field(default_factory=Endpoint)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    via: Via = "archive"
+
+    def __post_init__(self) -> None:
+        if self.via == "items" and (self.labels_archive or self.source_archive):
+            raise UsageError("--via items reads the items API: it takes no --labels-archive "
+                             "or --source-archive")  # fmt: skip
 
     def recorded_options(self) -> dict[str, Any]:
         """The options that shape the store's content, recorded in its attributes."""
@@ -59,6 +69,7 @@ class RunConfig:
             "labels_only": self.labels_only,
             "shard_size": self.shard_size,
             "on_error": self.on_error,
+            "via": self.via,
         }
 
 

@@ -55,6 +55,10 @@ class RetryPolicy:
         return min(self.backoff * 2.0 ** max(failures - 1, 0), self.max_wait)
 
 
+class FileChanged(NetworkError):
+    """The file on the server is not the one the bytes read so far came from."""
+
+
 class ResumableBody:
     """The body of ``GET url`` as a stream that survives broken connections."""
 
@@ -67,18 +71,25 @@ class ResumableBody:
         policy: RetryPolicy = RetryPolicy(),
         warn: Callable[[str], None] = lambda message: None,
         sleep: Callable[[float], Any] = time.sleep,
+        start: int = 0,
+        etag: str | None = None,
     ) -> None:
+        """``start``: the first byte wanted (continuing a partial download); ``etag``: the
+        version of the file those earlier bytes came from (a different one is
+        :class:`FileChanged`)."""
         self._session, self._what, self._policy = session, what, policy
         self._warn, self._sleep = warn, sleep
-        self.position = 0
+        self.position = start
         self.resumes = 0
         self._failures = 0
-        self._response = self._request(url, start=0)
-        self.url = self._response.url
+        self.etag = etag
+        self.length: int | None = None
+        """The size of the whole file (not of the rest), when the server says it."""
+        response = self._request(url, start=start)
+        self.url = response.url
         """The final URL after redirects (resumes go there directly)."""
-        length = self._response.headers.get("Content-Length")
-        self.length = int(length) if length and length.isdigit() else None
-        self.etag = self._response.headers.get("ETag")
+        self.etag = etag or response.headers.get("ETag")
+        self._response = self._accept(response)
 
     def read(self, n: int = -1, /) -> bytes:
         while True:
@@ -107,25 +118,32 @@ class ResumableBody:
             self._failure(reason)
             self.resumes += 1
             self._warn(f"{self._what}: {reason}; resuming at byte {self.position:,}")
-            response = self._request(self.url, start=self.position)
             try:
-                if response.status_code == 206:
-                    self._check_range(response)
-                else:
-                    self._check_same_file(response)
-                    self._warn(
-                        f"{self._what}: the server ignored Range; skipping {self.position:,} bytes"
-                    )
-                    _skip(response, self.position, self._what)
+                self._response = self._accept(self._request(self.url, start=self.position))
             except _TRANSPORT_ERRORS as exc:  # broken again before reaching our position
-                response.close()
                 reason = _reason(exc)
                 continue
-            except NetworkError:
-                response.close()
-                raise
-            self._response = response
             return
+
+    def _accept(self, response: requests.Response) -> requests.Response:
+        """Check that ``response`` continues at :attr:`position`; skip what a server that
+        ignored Range sends again. Closes the response on any error."""
+        try:
+            if response.status_code == 206:
+                self._check_range(response)
+            elif self.position:
+                self._check_same_file(response)
+                self._warn(
+                    f"{self._what}: the server ignored Range; skipping {self.position:,} bytes"
+                )
+                _skip(response, self.position, self._what)
+            if self.length is None and response.status_code == 200:
+                length = response.headers.get("Content-Length", "")
+                self.length = int(length) if length.isdigit() else None
+        except BaseException:
+            response.close()
+            raise
+        return response
 
     def _failure(self, reason: str, retry_after: str | None = None) -> None:
         self._failures += 1
@@ -144,8 +162,8 @@ class ResumableBody:
         headers = {}
         if start:
             headers["Range"] = f"bytes={start}-"
-            if getattr(self, "etag", None):
-                headers["If-Range"] = self.etag or ""
+            if self.etag:
+                headers["If-Range"] = self.etag
         timeout = (self._policy.connect_timeout, self._policy.read_timeout)
         while True:
             try:
@@ -182,15 +200,18 @@ class ResumableBody:
                 f"{self._what}: asked for bytes {self.position:,}- but got Content-Range "
                 f"{response.headers.get('Content-Range')!r}"
             )
-        if self.length is not None and match[3] != "*" and int(match[3]) != self.length:
-            raise NetworkError(
-                f"{self._what}: the file is now {int(match[3]):,} bytes, it was {self.length:,}"
+        total = None if match[3] == "*" else int(match[3])
+        if self.length is None:
+            self.length = total
+        elif total is not None and total != self.length:
+            raise FileChanged(
+                f"{self._what}: the file is now {total:,} bytes, it was {self.length:,}"
             )
 
     def _check_same_file(self, response: requests.Response) -> None:
         etag = response.headers.get("ETag")
         if self.etag and etag and etag != self.etag:
-            raise NetworkError(f"{self._what}: the file changed on the server during the download")
+            raise FileChanged(f"{self._what}: the file changed on the server during the download")
 
 
 def _release_errors(response: requests.Response, *args: Any, **kwargs: Any) -> None:

@@ -24,8 +24,10 @@ from .config import RunConfig, RunReport
 from .errors import InputDataError, StoreError, UsageError
 from .feeds import Feed, Meter, open_archive_feed
 from .items import LabelIndex, parse_label_item
+from .items_feed import open_items_labels_feed, open_items_source_feed
 from .nomenclature import BAND_GROUPS, patch_of
 from .patches import Patch, decode_patch
+from .tables import official_tables
 from .verify import NOT_COMPLETE, check
 from .writers import Buffers, ShardWriter, make_writer
 
@@ -87,6 +89,10 @@ class _Run:
     def labels_feed(self) -> AbstractContextManager[Feed]:
         """Where the label items come from."""
         config = self.config
+        if config.via == "items":
+            return open_items_labels_feed(
+                config.labels_collection, config.endpoint, policy=config.retry
+            )
         return open_archive_feed(
             config.labels_archive,
             config.labels_collection,
@@ -99,6 +105,11 @@ class _Run:
         """Where the source items come from (``index``: the labels, for feeds that fetch only
         the selected items)."""
         config = self.config
+        if config.via == "items":
+            return open_items_source_feed(
+                config.source_collection, index, config.endpoint,
+                limit=config.selection.limit, policy=config.retry, warn=self.warn,
+            )  # fmt: skip
         return open_archive_feed(
             config.source_archive,
             config.source_collection,
@@ -355,15 +366,18 @@ def _join_and_decode(
 
 
 def _table(index: LabelIndex, rows: list[int]) -> store.SampleTable:
+    """The small per-sample arrays, with the official country/season/split tables."""
     labels43, labels19 = index.label_table(rows)
     cloud, snow = index.flag_table(rows)
+    patch_ids = index.patch_names(rows)
     return store.SampleTable(
-        patch_id=index.patch_names(rows),
+        patch_id=patch_ids,
         time=index.time_table(rows),
         labels=labels43,
         labels19=labels19,
         cloud_and_shadow=cloud,
         seasonal_snow=snow,
+        optional=official_tables(patch_ids),
     )
 
 
