@@ -241,7 +241,11 @@ def _safe_members(
     tar: tarfile.TarFile, collection: str, culprit: str, warn: Warn
 ) -> Iterator[tuple[tarfile.TarInfo, tuple[str, ...]]]:
     """Regular files inside the collection folder, as (info, path parts below the folder)."""
+    members: list[tarfile.TarInfo] = vars(tar)["members"]  # not in the type stubs
     while True:
+        # TarFile keeps every member it has read, even in stream mode: 14 per patch, ~10 KB,
+        # which measured 896 MiB at 40,000 patches (and would be gigabytes for 590,326).
+        members.clear()
         try:
             info = tar.next()
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
