@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -25,11 +24,11 @@ from .errors import InputDataError, StoreError, UsageError
 from .feeds import Feed, Meter, open_archive_feed
 from .items import LabelIndex, parse_label_item
 from .items_feed import open_items_labels_feed, open_items_source_feed
-from .nomenclature import BAND_GROUPS, patch_of
+from .nomenclature import patch_of
 from .patches import Patch, decode_patch
 from .tables import official_tables
 from .verify import NOT_COMPLETE, check
-from .writers import Buffers, ShardWriter, make_writer
+from .writers import Buffers, ShardCutter, make_writer
 
 EXAMPLES = 5
 
@@ -214,60 +213,6 @@ def _read_labels(state: _Run) -> LabelIndex:
     return index
 
 
-@dataclass
-class _ShardCutter:
-    """Cuts the samples, in order, into batches of one shard and hands full ones to the writer.
-
-    Pixels are decoded straight into the slot :meth:`slot` returns. Shards finished by an earlier
-    run (``done``) are not written again: their samples decode into a scratch slot (decoding still
-    validates them, so ``--on-error skip`` decides as before) and must be the same patches.
-    """
-
-    writer: ShardWriter
-    size: int
-    done: dict[int, store.ShardRecord]
-    path: Path
-    start: int = -1
-    buffers: Buffers = field(default_factory=dict)
-    patch_ids: list[str] = field(default_factory=list)
-    scratch: Buffers = field(default_factory=dict)
-
-    def slot(self, sample: int) -> Buffers:
-        """Where the pixels of sample number ``sample`` go."""
-        shard, position = divmod(sample, self.size)
-        if shard in self.done:
-            if not self.scratch:
-                self.scratch = {g.array_name: np.empty((len(g.bands), g.size, g.size), np.uint16)
-                                for g in BAND_GROUPS}  # fmt: skip
-            return self.scratch
-        if self.start != shard * self.size:
-            self.start, self.buffers, self.patch_ids = shard * self.size, self.writer.buffers(), []
-        return {name: array[position] for name, array in self.buffers.items()}
-
-    def accept(self, sample: int, patch_id: str) -> None:
-        """The patch decoded into ``slot(sample)`` is good: count it."""
-        shard, position = divmod(sample, self.size)
-        if shard in self.done:
-            _check_resumed(self.path, self.done[shard], position, patch_id)
-            return
-        self.patch_ids.append(patch_id)
-        if len(self.patch_ids) == self.size:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.patch_ids:
-            record = store.ShardRecord(self.start // self.size, tuple(self.patch_ids))
-            self.writer.submit(self.buffers, self.start, record)
-            self.start, self.patch_ids = -1, []
-
-    def check_done(self, samples: int) -> None:
-        """Finished shards must not hold more samples than this run produced."""
-        for shard, record in self.done.items():
-            held = samples - shard * self.size
-            if held < len(record.patch_ids):
-                _check_resumed(self.path, record, max(held, 0), None)
-
-
 def _ingest_source(
     state: _Run, index: LabelIndex, done: dict[int, store.ShardRecord]
 ) -> tuple[store.SampleTable, bool]:
@@ -279,7 +224,7 @@ def _ingest_source(
     read_to_end = True
     writer = make_writer(str(config.store), config.shard_size, config.workers)
     try:
-        cutter = _ShardCutter(writer, config.shard_size, done, config.store)
+        cutter = ShardCutter(writer, config.shard_size, done, config.store)
         with state.source_feed(index) as feed:
             state.progress.phase(collection, feed.meter)
             items = feed.items()
@@ -325,18 +270,6 @@ def _close(items: Iterator[Any]) -> None:
     close = getattr(items, "close", None)
     if close is not None:
         close()
-
-
-def _check_resumed(
-    path: Path, record: store.ShardRecord, position: int, patch_id: str | None
-) -> None:
-    """A finished shard must hold what the stream delivers now, else the input changed."""
-    held = record.patch_ids[position] if position < len(record.patch_ids) else None
-    if held != patch_id:
-        raise StoreError(
-            f"{path}: cannot resume: shard {record.index} holds {held or 'nothing'} at position "
-            f"{position} but the archives now give {patch_id or 'nothing'} (did the input change?)"
-        )
 
 
 def _join_and_decode(

@@ -1,6 +1,7 @@
 """Shard writers: where batches of exactly one shard are compressed and written.
 
-One reader owns the archive stream, decodes each patch straight into a batch buffer and hands
+One reader owns the archive stream; :class:`ShardCutter` numbers its samples, has each patch
+decoded straight into a slot of a batch buffer, skips shards a resumed run already has, and hands
 full batches to a writer, which writes each as one whole shard of each band array (two writers
 never touch the same shard). :class:`InlineWriter` writes in the calling process;
 :class:`PoolWriter` writes in worker processes. Its batch buffers live in shared memory and are
@@ -15,13 +16,16 @@ import multiprocessing
 import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from . import store
+from .errors import StoreError
 from .nomenclature import BAND_GROUPS
 
 #: Batch buffers beyond one per worker: the reader fills one while each worker writes one, and a
@@ -164,6 +168,72 @@ def _write_from_shared(
     count = len(record.patch_ids)
     views = _views(_buffer(_attach(name)), shapes)
     return store.write_shard(path, start, {k: v[:count] for k, v in views.items()}, record)
+
+
+@dataclass
+class ShardCutter:
+    """Cuts the samples, in order, into batches of one shard and hands full ones to the writer.
+
+    Pixels are decoded straight into the slot :meth:`slot` returns. Shards finished by an earlier
+    run (``done``) are not written again: their samples decode into a scratch slot (decoding still
+    validates them, so ``--on-error skip`` decides as before) and must be the same patches.
+    """
+
+    writer: ShardWriter
+    size: int
+    done: dict[int, store.ShardRecord]
+    path: Path
+    start: int = -1
+    buffers: Buffers = field(default_factory=dict)
+    patch_ids: list[str] = field(default_factory=list)
+    scratch: Buffers = field(default_factory=dict)
+
+    def slot(self, sample: int) -> Buffers:
+        """Where the pixels of sample number ``sample`` go."""
+        shard, position = divmod(sample, self.size)
+        if shard in self.done:
+            if not self.scratch:
+                self.scratch = {g.array_name: np.empty((len(g.bands), g.size, g.size), np.uint16)
+                                for g in BAND_GROUPS}  # fmt: skip
+            return self.scratch
+        if self.start != shard * self.size:
+            self.start, self.buffers, self.patch_ids = shard * self.size, self.writer.buffers(), []
+        return {name: array[position] for name, array in self.buffers.items()}
+
+    def accept(self, sample: int, patch_id: str) -> None:
+        """The patch decoded into ``slot(sample)`` is good: count it."""
+        shard, position = divmod(sample, self.size)
+        if shard in self.done:
+            check_resumed(self.path, self.done[shard], position, patch_id)
+            return
+        self.patch_ids.append(patch_id)
+        if len(self.patch_ids) == self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.patch_ids:
+            record = store.ShardRecord(self.start // self.size, tuple(self.patch_ids))
+            self.writer.submit(self.buffers, self.start, record)
+            self.start, self.patch_ids = -1, []
+
+    def check_done(self, samples: int) -> None:
+        """Finished shards must not hold more samples than this run produced."""
+        for shard, record in self.done.items():
+            held = samples - shard * self.size
+            if held < len(record.patch_ids):
+                check_resumed(self.path, record, max(held, 0), None)
+
+
+def check_resumed(
+    path: Path, record: store.ShardRecord, position: int, patch_id: str | None
+) -> None:
+    """A finished shard must hold what the stream delivers now, else the input changed."""
+    held = record.patch_ids[position] if position < len(record.patch_ids) else None
+    if held != patch_id:
+        raise StoreError(
+            f"{path}: cannot resume: shard {record.index} holds {held or 'nothing'} at position "
+            f"{position} but the archives now give {patch_id or 'nothing'} (did the input change?)"
+        )
 
 
 def _ignore_sigint() -> None:
