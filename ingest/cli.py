@@ -3,6 +3,7 @@ become one line on stderr and an exit code (see the README) — a traceback only
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -20,6 +21,27 @@ from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from .sources import Endpoint
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parse_storage_options(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return {}
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from None
+    if not isinstance(options, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"anon\": false}'")
+    return options
+
+
+storage_options_option = click.option(
+    "--storage-options",
+    metavar="JSON",
+    callback=_parse_storage_options,
+    help="fsspec options for a store URL (s3://, gs://), as a JSON object, e.g. "
+    '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'.',
+)
 
 
 def _fail(message: str, code: int) -> None:
@@ -64,7 +86,7 @@ def main(debug: bool) -> None:
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store", metavar="STORE")
 @click.option(
     "--labels-archive",
     metavar="PATH_OR_URL",
@@ -135,6 +157,15 @@ def main(debug: bool) -> None:
     "API and fetch only the selected source items' bands (a subset without the 71 GB archive; "
     "samples in label order).",
 )
+@click.option(
+    "--cluster",
+    "--scheduler",
+    "cluster",
+    metavar="local:N|ADDRESS",
+    help="Write the shards as tasks on dask.distributed: local:N starts a LocalCluster of N "
+    "workers, else the address of a running scheduler (tcp://host:8786). Default: --workers.",
+)
+@storage_options_option
 @click.option("--api-key", envvar=None, help="MLHub API key (else MLHUB_API_KEY or the profile).")
 @click.option("--profile", help="Profile of the MLHub profiles file to take the API key from.")
 @click.option(
@@ -144,7 +175,7 @@ def main(debug: bool) -> None:
 )
 @handle_errors
 def run(
-    store: Path,
+    store: str,
     labels_archive: str | None,
     source_archive: str | None,
     labels_collection: str,
@@ -163,8 +194,11 @@ def run(
     progress: bool | None,
     resume: bool,
     via: str,
+    cluster: str | None,
+    storage_options: dict[str, Any],
 ) -> None:
-    """Stream both collection archives into the Zarr store STORE.
+    """Stream both collection archives into the Zarr store STORE (a path or an fsspec URL such
+    as s3://bucket/bigearthnet.zarr).
 
     By default the archives come from the MLHub archive endpoint (MLHUB_ROOT_URL, key from
     --api-key, MLHUB_API_KEY or the profiles file); nothing is extracted to disk.
@@ -191,24 +225,30 @@ def run(
         on_error="skip" if on_error == "skip" else "fail",
         endpoint=Endpoint(api_key=api_key, profile=profile),
         via="items" if via == "items" else "archive",
+        storage_options=storage_options,
+        cluster=cluster,
     )
     show = sys.stderr.isatty() if progress is None else progress
     report = run_pipeline(
         config,
         progress=ProgressLine(sys.stderr) if show else None,
         warn=lambda message: click.echo(f"warning: {redact(message)}", err=True),
+        note=lambda message: click.echo(message, err=True),
     )
     click.echo(summary(report))
 
 
 @main.command()
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("store", metavar="STORE")
+@storage_options_option
 @handle_errors
-def verify(store: Path) -> None:
-    """Check STORE against the store contract; exit 5 listing the first problems."""
+def verify(store: str, storage_options: dict[str, Any]) -> None:
+    """Check STORE (a path or an fsspec URL) against the store contract; exit 5 listing the
+    first problems."""
+    from .location import StoreLocation
     from .verify import check
 
-    problems = check(store)
+    problems = check(StoreLocation.of(store, storage_options))
     if problems:
         for problem in problems[:20]:
             click.echo(f"  {problem}", err=True)
@@ -506,13 +546,14 @@ def download_command(
     metavar="FILE.png",
     help="Also write a figure: class frequencies and up to 16 true-colour patches.",
 )
+@storage_options_option
 @handle_errors
-def info(store: str, plot_path: Path | None) -> None:
+def info(store: str, plot_path: Path | None, storage_options: dict[str, Any]) -> None:
     """Summarise the store STORE (a path or an fsspec URL): samples, completeness, class, flag and
     split counts, size on disk, chunk and shard layout."""
     from .info import plot, render, summary
 
-    click.echo(render(summary(store)))
+    click.echo(render(summary(store, storage_options)))
     if plot_path is not None:
-        plot(store, plot_path)
+        plot(store, plot_path, storage_options)
         click.echo(f"figure: {plot_path}")

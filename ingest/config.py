@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from .download import RetryPolicy
 from .errors import UsageError
 from .items import Selection
+from .location import StoreLocation
 from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from .sources import Endpoint
 
@@ -35,7 +35,8 @@ def default_workers() -> int:
 class RunConfig:
     """Everything ``ingest run`` needs; the CLI only maps its options onto this."""
 
-    store: Path
+    store: str | os.PathLike[str] | StoreLocation
+    """A local path or an fsspec URL (``s3://bucket/bigearthnet.zarr``)."""
     labels_archive: str | None = None
     """Local .tar(.gz) path or http(s) URL; None reads the archive endpoint."""
     source_archive: str | None = None
@@ -52,8 +53,22 @@ class RunConfig:
     endpoint: Endpoint = field(default_factory=Endpoint)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     via: Via = "archive"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    """fsspec options for a URL ``store`` (credentials, ``client_kwargs.endpoint_url``, ...)."""
+    cluster: str | None = None
+    """Run the shard writing on dask.distributed: ``local:N`` (a LocalCluster of N workers) or a
+    scheduler address; None writes with a local process pool (``workers``)."""
+
+    @property
+    def location(self) -> StoreLocation:
+        return StoreLocation.of(self.store, self.storage_options)
 
     def __post_init__(self) -> None:
+        self.location  # noqa: B018  # refuses storage options for a local path
+        if self.cluster is not None and self.cluster.startswith("local:"):
+            count = self.cluster.removeprefix("local:")
+            if not count.isdigit() or int(count) < 1:
+                raise UsageError(f"--cluster {self.cluster}: expected local:N with N >= 1 workers")
         if self.via == "items" and (self.labels_archive or self.source_archive):
             raise UsageError("--via items reads the items API: it takes no --labels-archive "
                              "or --source-archive")  # fmt: skip
@@ -77,7 +92,7 @@ class RunConfig:
 class RunReport:
     """What a finished run did; printed as the summary and kept in the store's attributes."""
 
-    store: Path
+    store: StoreLocation
     samples: int
     labels_without_source: int
     source_without_labels: int

@@ -39,7 +39,9 @@ _UNFINISHED = "NO (unfinished or interrupted: continue it with ingest run --resu
 MOSAIC = 16
 
 
-def summary(store: str | os.PathLike[str]) -> dict[str, Any]:
+def summary(
+    store: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The facts ``ingest info`` prints, JSON-serialisable.
 
     Keys: ``store``, ``complete``, ``samples`` (None while the store is unfinished),
@@ -49,7 +51,7 @@ def summary(store: str | os.PathLike[str]) -> dict[str, Any]:
     None when the store has no split), ``size_bytes`` and ``layout`` (array -> shape, dtype,
     chunks, shards). Raises :class:`~ingest.errors.StoreError` when ``store`` is not a store.
     """
-    group = open_group(store)
+    group = open_group(store, storage_options)
     arrays = dict(group.arrays())
     attrs = dict(group.attrs)
     skipped = attrs.get("skipped")
@@ -155,14 +157,18 @@ def _share(count: int, total: int | None) -> str:
     return f"({100 * count / total:.1f}%)" if total else ""
 
 
-def plot(store: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> None:
+def plot(
+    store: str | os.PathLike[str],
+    png_path: str | os.PathLike[str],
+    storage_options: dict[str, Any] | None = None,
+) -> None:
     """Write a PNG (1600 × 900 px): class frequencies on the left, and on the right a mosaic of up
     to 16 true-colour patches (evenly spaced through the store, :meth:`BenAccessor.rgb` stretch)
     titled with their classes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    facts = summary(store)
+    facts = summary(store, storage_options)
     figure = Figure(figsize=(16, 9), dpi=100)
     FigureCanvasAgg(figure)  # Agg: renders to a file, needs no display
     # Left: the 43 class frequencies; right: a 4 × 4 mosaic of square cells.
@@ -177,7 +183,7 @@ def plot(store: str | os.PathLike[str], png_path: str | os.PathLike[str]) -> Non
         4, 4, left=0.52, right=0.98, top=0.95, bottom=0.02, hspace=0.4, wspace=0.06
     )
     samples = _mosaic_samples(facts)
-    ben = BenAccessor(_open_quietly(store)) if samples else None
+    ben = BenAccessor(_open_quietly(store, storage_options)) if samples else None
     for k, i in enumerate(samples):
         assert ben is not None
         axes = figure.add_subplot(cells[k // 4, k % 4])
@@ -198,8 +204,10 @@ def _mosaic_samples(facts: dict[str, Any]) -> list[int]:
     return sorted({round(x) for x in np.linspace(0, samples - 1, min(MOSAIC, samples))})
 
 
-def _open_quietly(store: str | os.PathLike[str]) -> xr.Dataset:
+def _open_quietly(
+    store: str | os.PathLike[str], storage_options: dict[str, Any] | None
+) -> xr.Dataset:
     with warnings.catch_warnings():
         # The summary already says when the store is unfinished; the figure shows what is there.
         warnings.simplefilter("ignore", IncompleteStoreWarning)
-        return open_store(store)
+        return open_store(store, storage_options=storage_options)

@@ -65,6 +65,7 @@ class _Run:
     config: RunConfig
     progress: Progress
     warn: Warn
+    note: Warn
     started: float = field(default_factory=time.monotonic)
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     sources: list[dict[str, Any]] = field(default_factory=list)
@@ -119,21 +120,30 @@ class _Run:
 
 
 def run(
-    config: RunConfig, *, progress: Progress | None = None, warn: Warn | None = None
+    config: RunConfig,
+    *,
+    progress: Progress | None = None,
+    warn: Warn | None = None,
+    note: Warn | None = None,
 ) -> RunReport:
-    """Ingest the labels and source archives into the store at ``config.store``."""
-    state = _Run(config, progress or NoProgress(), warn or _ignore)
+    """Ingest the labels and source archives into the store at ``config.store``.
+
+    ``warn`` receives warnings (items skipped, bad input), ``note`` information worth a line
+    (the dask dashboard's address).
+    """
+    state = _Run(config, progress or NoProgress(), warn or _ignore, note or _ignore)
+    location = config.location
     if config.resume:
         done = _resume_point(state)
     else:
-        store.prepare_path(config.store, overwrite=config.overwrite)
+        store.prepare_path(location, overwrite=config.overwrite)
         done = {}
     index = _read_labels(state)
     limit = config.selection.limit
     capacity = index.selected_count if limit is None else min(limit, index.selected_count)
     if not config.resume:
         store.create(
-            config.store,
+            location,
             capacity=capacity,
             shard=config.shard_size,
             labels_only=config.labels_only,
@@ -147,7 +157,7 @@ def run(
     for name in index.unmatched_selected()[:EXAMPLES] if not config.labels_only else ():
         state.example("labels_without_source", name)
     report = RunReport(
-        store=config.store,
+        store=location,
         samples=len(table),
         labels_without_source=0 if config.labels_only else len(index.unmatched_selected()),
         source_without_labels=state.source_without_labels,
@@ -159,34 +169,35 @@ def run(
         elapsed=0.0,
         examples=state.examples,
     )
-    store.finish(config.store, table, _final_attrs(state, report))
-    problems = [p for p in check(config.store) if p != NOT_COMPLETE]
+    store.finish(location, table, _final_attrs(state, report))
+    problems = [p for p in check(location) if p != NOT_COMPLETE]
     if problems:
-        raise StoreError(f"{config.store}: the written store fails its checks: {problems[0]}")
-    store.mark_complete(config.store)
+        raise StoreError(f"{location}: the written store fails its checks: {problems[0]}")
+    store.mark_complete(location)
     return _with_size(report, state)
 
 
 def _resume_point(state: _Run) -> dict[int, store.ShardRecord]:
     """Check that the store can be resumed with these options; its finished shards."""
     config = state.config
-    if not (config.store / "zarr.json").is_file():
-        raise UsageError(f"{config.store}: no store to resume (run without --resume to start one)")
-    attrs = store.root_attrs(config.store)
+    location = config.location
+    if not location.exists("zarr.json"):
+        raise UsageError(f"{location}: no store to resume (run without --resume to start one)")
+    attrs = store.root_attrs(location)
     if attrs.get("complete") is True:
-        raise UsageError(f"{config.store} is already complete: nothing to resume")
+        raise UsageError(f"{location} is already complete: nothing to resume")
     recorded = attrs.get("options")
     wanted = config.recorded_options()
     if not isinstance(recorded, dict) or "shard_size" not in recorded:
-        raise UsageError(f"{config.store} was not started by `ingest run`: cannot resume it")
+        raise UsageError(f"{location} was not started by `ingest run`: cannot resume it")
     for key in sorted(set(recorded) | set(wanted)):
         if recorded.get(key) != wanted.get(key):
             raise UsageError(
                 f"--resume with different options: {key} is {recorded.get(key)!r} in "
-                f"{config.store} but {wanted.get(key)!r} now"
+                f"{location} but {wanted.get(key)!r} now"
             )
     state.created = str(attrs.get("created", state.created))
-    return store.journal(config.store)
+    return store.journal(location)
 
 
 def _read_labels(state: _Run) -> LabelIndex:
@@ -222,9 +233,9 @@ def _ingest_source(
     rows: list[int] = []
     geo: list[tuple[int, float, float]] = []
     read_to_end = True
-    writer = make_writer(str(config.store), config.shard_size, config.workers)
+    writer = make_writer(config, state.note)
     try:
-        cutter = ShardCutter(writer, config.shard_size, done, config.store)
+        cutter = ShardCutter(writer, config.shard_size, done, config.location)
         with state.source_feed(index) as feed:
             state.progress.phase(collection, feed.meter)
             items = feed.items()
@@ -345,6 +356,6 @@ def _final_attrs(state: _Run, report: RunReport) -> dict[str, Any]:
 def _with_size(report: RunReport, state: _Run) -> RunReport:
     return replace(
         report,
-        store_bytes=store.size_on_disk(report.store),
+        store_bytes=report.store.size(),
         elapsed=time.monotonic() - state.started,
     )

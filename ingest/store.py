@@ -14,11 +14,9 @@ store as a Dataset without the ingest ever touching xarray on its hot path.
 
 from __future__ import annotations
 
-import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +25,7 @@ from zarr.codecs import BloscCodec
 
 from . import schemas
 from .errors import StoreError, UsageError
+from .location import StoreLocation, Where
 from .nomenclature import BAND_GROUPS, CLASSES_19, CLASSES_43
 from .shards import write_block
 
@@ -63,27 +62,29 @@ class SampleTable:
         return len(self.patch_id)
 
 
-def prepare_path(path: Path, *, overwrite: bool) -> None:
-    """Refuse an existing path unless ``overwrite``; then delete it only if it is a store."""
-    if not path.exists():
+def prepare_path(store_at: Where, *, overwrite: bool) -> None:
+    """Refuse an existing store unless ``overwrite``; then delete it only if it is a store."""
+    location = StoreLocation.of(store_at)
+    if not location.exists():
         return
     if not overwrite:
-        raise UsageError(f"{path} already exists (use --overwrite to replace it)")
-    if not (path / "zarr.json").is_file():
-        raise UsageError(f"{path} exists and is not a Zarr store: refusing to delete it")
-    shutil.rmtree(path)
+        raise UsageError(f"{location} already exists (use --overwrite to replace it)")
+    if not location.exists("zarr.json"):
+        raise UsageError(f"{location} exists and is not a Zarr store: refusing to delete it")
+    location.delete()
 
 
 def create(
-    path: Path, *, capacity: int, shard: int, labels_only: bool, attrs: dict[str, Any]
+    store_at: Where, *, capacity: int, shard: int, labels_only: bool, attrs: dict[str, Any]
 ) -> None:
     """Create the group, the dimension coordinates and the pre-sized band arrays."""
+    location = StoreLocation.of(store_at)
     if shard < 1:
         raise UsageError(f"--shard-size must be >= 1, got {shard}")
     try:
-        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+        group = location.open_group(mode="w-", zarr_format=3)
     except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
-        raise StoreError(f"{path}: cannot create store ({exc})") from None
+        raise StoreError(f"{location}: cannot create store ({exc})") from None
     group.attrs.update({**attrs, "complete": False})
     group.create_group(JOURNAL)
     coords = " ".join(SAMPLE_COORDS if not labels_only else SAMPLE_COORDS[:2])
@@ -113,9 +114,11 @@ def _write_names(group: zarr.Group, dim: str, names: tuple[str, ...]) -> None:
 
 
 @cache
-def _band_array(path: str, name: str) -> zarr.Array[Any]:
+def _band_array(location: StoreLocation, name: str) -> zarr.Array[Any]:
     """Each worker process opens each band array once."""
-    return zarr.open_array(path, path=name, mode="r+")
+    return zarr.open_array(
+        location.zarr_url, path=name, mode="r+", storage_options=location.zarr_options
+    )
 
 
 @dataclass(frozen=True)
@@ -126,7 +129,9 @@ class ShardRecord:
     patch_ids: tuple[str, ...]
 
 
-def write_shard(path: str, start: int, bands: dict[str, np.ndarray], record: ShardRecord) -> int:
+def write_shard(
+    store_at: Where, start: int, bands: dict[str, np.ndarray], record: ShardRecord
+) -> int:
     """Write one batch (``bands``: array name → (k, bands, y, x) uint16) at sample ``start``,
     then its journal entry.
 
@@ -135,23 +140,27 @@ def write_shard(path: str, start: int, bands: dict[str, np.ndarray], record: Sha
     shard files (each written whole by an atomic rename), so an entry means a finished shard.
     Returns k.
     """
+    location = StoreLocation.of(store_at)
     k = 0
     for name, block in bands.items():
-        array = _band_array(path, name)
+        array = _band_array(location, name)
         shard = array.shards[0] if array.shards else array.chunks[0]
         k = block.shape[0]
         if start % shard or k > shard or len(record.patch_ids) != k:
-            raise StoreError(f"{path}/{name}: batch [{start}, {start + k}) is not one whole shard")
+            raise StoreError(
+                f"{location}/{name}: batch [{start}, {start + k}) is not one whole shard"
+            )
         write_block(array, start, block)
-    journal = zarr.open_group(path, path=JOURNAL, mode="r+")
+    journal = location.open_group(path=JOURNAL, mode="r+")
     journal.create_group(f"shard-{record.index:07d}", attributes=asdict(record), overwrite=True)
     return k
 
 
-def journal(path: Path) -> dict[int, ShardRecord]:
+def journal(store_at: Where) -> dict[int, ShardRecord]:
     """The shards a previous run finished, by shard index."""
+    location = StoreLocation.of(store_at)
     try:
-        group = zarr.open_group(str(path), path=JOURNAL, mode="r", use_consolidated=False)
+        group = location.open_group(path=JOURNAL, mode="r", use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return {}
     records = {}
@@ -162,9 +171,10 @@ def journal(path: Path) -> dict[int, ShardRecord]:
     return records
 
 
-def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
+def finish(store_at: Where, table: SampleTable, attrs: dict[str, Any]) -> None:
     """Trim, write the small arrays and the final attributes, consolidate (not yet complete)."""
-    group = zarr.open_group(str(path), mode="r+")
+    location = StoreLocation.of(store_at)
+    group = location.open_group(mode="r+")
     n = len(table)
     labels_only = table.epsg is None
     if not labels_only:
@@ -196,12 +206,13 @@ def finish(path: Path, table: SampleTable, attrs: dict[str, Any]) -> None:
     with warnings.catch_warnings():
         # zarr warns that consolidated metadata is not yet part of the v3 spec; xarray reads it.
         warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(str(path))
+        zarr.consolidate_metadata(group.store)
 
 
-def mark_complete(path: Path) -> None:
+def mark_complete(store_at: Where) -> None:
     """The last write of a run: only after the store passed its checks."""
-    zarr.open_group(str(path), mode="r+").attrs["complete"] = True
+    location = StoreLocation.of(store_at)
+    location.open_group(mode="r+").attrs["complete"] = True
 
 
 def _write_small(
@@ -222,13 +233,10 @@ def _write_small(
         array[...] = values
 
 
-def root_attrs(path: Path) -> dict[str, Any]:
+def root_attrs(store_at: Where) -> dict[str, Any]:
     """The root attributes of an existing store."""
+    location = StoreLocation.of(store_at)
     try:
-        return dict(zarr.open_group(str(path), mode="r").attrs)
+        return dict(location.open_group(mode="r").attrs)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
-        raise StoreError(f"{path}: not a Zarr store ({exc})") from None
-
-
-def size_on_disk(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        raise StoreError(f"{location}: not a Zarr store ({exc})") from None

@@ -8,7 +8,6 @@ dtypes, chunk and shard layout, dimension coordinates, counts, the 19-class deri
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,18 +15,19 @@ import zarr
 
 from . import schemas
 from .items import labels19_of
+from .location import StoreLocation, Where
 
 NOT_COMPLETE = "store is not complete (attribute 'complete' is not true)"
 _DTYPES = {"string": ("str", "<U", "StringDType", "object"), "bool": ("bool",)}
 
 
-def check(path: Path) -> list[str]:
-    """Problems of the store at ``path`` (first the structural ones); empty means it is valid."""
+def check(where: Where) -> list[str]:
+    """Problems of the store at ``where`` (first the structural ones); empty means it is valid."""
+    path = StoreLocation.of(where)
     contract = schemas.load(schemas.STORE_CONTRACT)
-    root = path / "zarr.json"
-    if not root.is_file():
+    if not path.exists("zarr.json"):
         return [f"{path}: not a Zarr v3 store (no zarr.json)"]
-    meta = json.loads(root.read_text(encoding="utf-8"))
+    meta = json.loads(path.read_text("zarr.json"))
     problems: list[str] = []
     if meta.get("zarr_format") != contract["zarr_format"] or meta.get("node_type") != "group":
         return [f"{path}: root is not a Zarr format 3 group"]
@@ -36,7 +36,7 @@ def check(path: Path) -> list[str]:
     else:
         problems += _check_consolidated(path, meta["consolidated_metadata"].get("metadata", {}))
     # Check the arrays' own metadata, not the consolidated copy readers may also use.
-    group = zarr.open_group(str(path), mode="r", use_consolidated=False)
+    group = path.open_group(mode="r", use_consolidated=False)
     attrs: dict[str, Any] = dict(group.attrs)
     options = attrs.get("options")
     labels_only = isinstance(options, dict) and options.get("labels_only") is True
@@ -69,15 +69,14 @@ def check(path: Path) -> list[str]:
     return problems
 
 
-def _check_consolidated(path: Path, consolidated: dict[str, Any]) -> list[str]:
+def _check_consolidated(path: StoreLocation, consolidated: dict[str, Any]) -> list[str]:
     """The consolidated copy must say what each array's own zarr.json says."""
     problems = []
-    on_disk = {p.parent.name for p in path.glob("*/zarr.json")}
+    on_disk = path.children_with("zarr.json")
     for name in sorted(on_disk | set(consolidated)):
-        own = path / name / "zarr.json"
-        if name not in consolidated or not own.is_file():
+        if name not in consolidated or name not in on_disk:
             problems.append(f"{name}: consolidated metadata is stale (array added or removed)")
-        elif json.loads(own.read_text(encoding="utf-8")) != consolidated[name]:
+        elif json.loads(path.read_text(name, "zarr.json")) != consolidated[name]:
             problems.append(f"{name}: consolidated metadata differs from the array's own")
     return problems
 
@@ -145,9 +144,13 @@ def _check_shards(
 
 
 def _check_shard_files(
-    path: Path, arrays: dict[str, zarr.Array[Any]], contract: dict[str, Any], omitted: set[str]
+    path: StoreLocation,
+    arrays: dict[str, zarr.Array[Any]],
+    contract: dict[str, Any],
+    omitted: set[str],
 ) -> list[str]:
-    """Every shard the band arrays cover must be on disk: a missing one would read as zeros."""
+    """Every shard the band arrays cover must be stored: a missing one would read as zeros.
+    (One listing per array, not one request per shard: on object storage that is thousands.)"""
     problems = []
     for name, spec in contract["data_variables"].items():
         if spec["layout"] != "sharded" or name in omitted or name not in arrays:
@@ -155,9 +158,8 @@ def _check_shard_files(
         array = arrays[name]
         length = array.shards[0] if array.shards else array.chunks[0]
         count = -(-array.shape[0] // length)
-        missing = [
-            k for k in range(count) if not (path / name / "c" / str(k) / "0" / "0" / "0").is_file()
-        ]
+        held = path.objects(name, "c") if path.exists(name, "c") else set()
+        missing = [k for k in range(count) if f"{k}/0/0/0" not in held]
         if missing:
             problems.append(
                 f"{name}: {len(missing)} of {count} shards missing, first shard {missing[0]}"

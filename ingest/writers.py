@@ -15,17 +15,19 @@ from __future__ import annotations
 import multiprocessing
 import signal
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing.shared_memory import SharedMemory
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from . import store
+from .config import RunConfig
 from .errors import StoreError
+from .location import StoreLocation
 from .nomenclature import BAND_GROUPS
 
 #: Batch buffers beyond one per worker: the reader fills one while each worker writes one, and a
@@ -35,7 +37,7 @@ Buffers = dict[str, np.ndarray]
 """Band array name → a (shard length, bands, y, x) uint16 array to fill with samples."""
 
 
-def _shapes(length: int) -> dict[str, tuple[int, ...]]:
+def shapes(length: int) -> dict[str, tuple[int, ...]]:
     return {g.array_name: (length, len(g.bands), g.size, g.size) for g in BAND_GROUPS}
 
 
@@ -60,11 +62,9 @@ class ShardWriter(Protocol):
 class InlineWriter:
     """Writes each batch immediately in this process (``--workers 0``)."""
 
-    def __init__(self, path: str, length: int) -> None:
+    def __init__(self, path: StoreLocation, length: int) -> None:
         self._path = path
-        self._buffers = {
-            name: np.empty(shape, np.uint16) for name, shape in _shapes(length).items()
-        }
+        self._buffers = {name: np.empty(shape, np.uint16) for name, shape in shapes(length).items()}
 
     def buffers(self) -> Buffers:
         return self._buffers
@@ -83,9 +83,9 @@ class InlineWriter:
 class PoolWriter:
     """Writes batches in ``workers`` processes from shared-memory buffers."""
 
-    def __init__(self, path: str, length: int, workers: int) -> None:
+    def __init__(self, path: StoreLocation, length: int, workers: int) -> None:
         self._path = path
-        self._shapes = _shapes(length)
+        self._shapes = shapes(length)
         # spawn, not fork: the parent already runs zarr's event-loop thread, and forking a process
         # with threads can deadlock the child.
         self._pool = ProcessPoolExecutor(
@@ -163,7 +163,11 @@ def _attach(name: str) -> SharedMemory:
 
 
 def _write_from_shared(
-    path: str, name: str, shapes: dict[str, tuple[int, ...]], start: int, record: store.ShardRecord
+    path: StoreLocation,
+    name: str,
+    shapes: dict[str, tuple[int, ...]],
+    start: int,
+    record: store.ShardRecord,
 ) -> int:
     count = len(record.patch_ids)
     views = _views(_buffer(_attach(name)), shapes)
@@ -182,7 +186,7 @@ class ShardCutter:
     writer: ShardWriter
     size: int
     done: dict[int, store.ShardRecord]
-    path: Path
+    path: StoreLocation
     start: int = -1
     buffers: Buffers = field(default_factory=dict)
     patch_ids: list[str] = field(default_factory=list)
@@ -225,7 +229,7 @@ class ShardCutter:
 
 
 def check_resumed(
-    path: Path, record: store.ShardRecord, position: int, patch_id: str | None
+    path: StoreLocation, record: store.ShardRecord, position: int, patch_id: str | None
 ) -> None:
     """A finished shard must hold what the stream delivers now, else the input changed."""
     held = record.patch_ids[position] if position < len(record.patch_ids) else None
@@ -241,5 +245,13 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def make_writer(path: str, length: int, workers: int) -> InlineWriter | PoolWriter:
-    return InlineWriter(path, length) if workers <= 0 else PoolWriter(path, length, workers)
+def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
+    """The writer ``config`` asks for: a dask cluster's tasks, worker processes, or inline."""
+    location, length = config.location, config.shard_size
+    if config.cluster is not None:
+        from .cluster import make_dask_writer  # dask.distributed only when asked for
+
+        return make_dask_writer(config.cluster, location, length, note)
+    if config.workers <= 0:
+        return InlineWriter(location, length)
+    return PoolWriter(location, length, config.workers)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ingest.config import RunConfig, RunReport
+from ingest.location import StoreLocation
 from ingest.pipeline import run
 from ingest.testing.archive_writer import iter_members
 from ingest.testing.samples import (
@@ -53,16 +54,20 @@ def sample_with(tmp: Path, options: SampleOptions, patches: int | None = None) -
     return write_synthetic_sample(tmp, patches, seed=3, options=options)
 
 
-def ingest_local(archives: SampleArchives, store: Path, **options: Any) -> RunReport:
-    """Run the ingest from local archive files (in-process writer unless ``workers`` is given)."""
+def ingest_local(
+    archives: SampleArchives, store: Path | StoreLocation, **options: Any
+) -> RunReport:
+    """Run the ingest from local archive files (in-process writer unless ``workers`` is given);
+    ``progress``, ``warn`` and ``note`` go to :func:`ingest.pipeline.run`, the rest to the config."""
     options.setdefault("workers", 0)
+    hooks = {k: options.pop(k) for k in ("progress", "warn", "note") if k in options}
     config = RunConfig(
         store=store,
         labels_archive=str(archives.labels),
         source_archive=str(archives.source),
         **options,
     )
-    return run(config)
+    return run(config, **hooks)
 
 
 def item_documents(archive: Path) -> Iterator[dict[str, Any]]:

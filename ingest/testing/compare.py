@@ -3,11 +3,12 @@ routes (endpoint vs local archive) mean it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
+
+from ..location import StoreLocation, Where
 
 #: Root attributes that legitimately differ between two runs producing the same data.
 VOLATILE_ATTRS = frozenset({"created"})
@@ -32,14 +33,20 @@ def _comparable_sources(sources: Any) -> Any:
 
 
 def store_differences(
-    a: Path, b: Path, *, ignore_attrs: frozenset[str] = VOLATILE_ATTRS, same_location: bool = False
+    a: Where,
+    b: Where,
+    *,
+    ignore_attrs: frozenset[str] = VOLATILE_ATTRS,
+    same_location: bool = False,
 ) -> list[str]:
     """What differs between the stores ``a`` and ``b`` (empty when they hold the same data).
 
     Compares every array's layout, attributes and values, and the root attributes except
-    ``ignore_attrs``; source locations are compared only with ``same_location``.
+    ``ignore_attrs``; source locations are compared only with ``same_location``. A store on object
+    storage is given as a :class:`~ingest.location.StoreLocation`.
     """
-    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    ga = StoreLocation.of(a).open_group(mode="r")
+    gb = StoreLocation.of(b).open_group(mode="r")
     diffs: list[str] = []
     attrs_a = {k: v for k, v in ga.attrs.items() if k not in ignore_attrs}
     attrs_b = {k: v for k, v in gb.attrs.items() if k not in ignore_attrs}
