@@ -26,7 +26,7 @@ from .items import LabelIndex, parse_label_item
 from .items_feed import open_items_labels_feed, open_items_source_feed
 from .nomenclature import patch_of
 from .patches import Patch, decode_patch
-from .tables import official_tables
+from .tables import official_tables, preload
 from .verify import NOT_COMPLETE, check
 from .writers import Buffers, ShardCutter, make_writer
 
@@ -132,6 +132,7 @@ def run(
     (the dask dashboard's address).
     """
     state = _Run(config, progress or NoProgress(), warn or _ignore, note or _ignore)
+    preload()  # the official tables (~3 s), read while the labels stream in
     location = config.location
     if config.resume:
         done = _resume_point(state)

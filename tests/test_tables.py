@@ -70,3 +70,13 @@ def test_no_ids_and_the_split_names() -> None:
     assert all(v.dtype == object for v in tables.values())
     assert tuple(SPLIT_FILES) == ("train", "validation", "test")
     assert SPLIT_FILES["validation"] == "val.csv.bz2"  # the wheel's name; the store's is validation
+
+
+def test_preload_reads_the_tables_once_in_the_background() -> None:
+    from ingest import tables
+
+    tables._read_tables.cache_clear()
+    tables.preload()  # a lookup while the thread reads waits for it rather than reading again
+    looked_up = official_tables(["S2A_MSIL2A_20170613T101031_0_45"])
+    assert tables._read_tables.cache_info().misses == 1
+    assert looked_up["country"].tolist() != [""]
