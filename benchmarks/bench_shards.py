@@ -1,7 +1,7 @@
 """Choosing the shard length S: ingest speed against random single-sample read latency and memory.
 
-For each S, ingests the same synthetic archive (``--patches``, default 4,000) as a whole process,
-then reads random single samples (all three band arrays, as a training loader does) from the
+For each S, ingests the same synthetic archive (``--patches``, default 4,000) as a whole process
+(the lengths alternate, ``--repeat`` rounds, medians), then reads random single samples (all three band arrays, as a training loader does) from the
 store with zarr-python and times them. Memory is the writer's batch buffers: (workers + spares)
 x S x 160,000 bytes. Prints a table and writes ``bench-out/shards.json``.
 """
@@ -58,16 +58,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--patches", type=int, default=4000)
     parser.add_argument("--shards", type=int, nargs="+", default=[64, 128, 256, 512, 1024])
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("bench-out"))
     args = parser.parse_args()
     from bench_ingest import build  # the same cached synthetic archives
 
     archives = build(args.out, args.patches).source.parent
+    times: dict[int, list[float]] = {shard: [] for shard in args.shards}
+    reads: dict[int, list[float]] = {shard: [] for shard in args.shards}
+    for round_ in range(args.repeat):
+        for shard in args.shards:
+            store = args.out / f"shard-{shard}.zarr"
+            times[shard].append(ingest(archives, store, shard))
+            reads[shard].append(read_latency(store, 300, seed=shard + round_))
     rows = []
     for shard in args.shards:
-        store = args.out / f"shard-{shard}.zarr"
-        seconds = ingest(archives, store, shard)
-        latency = read_latency(store, 300, seed=shard)
+        seconds, latency = statistics.median(times[shard]), statistics.median(reads[shard])
         buffers = (default_workers() + SPARE_BUFFERS) * shard * RAW_PATCH_BYTES
         rows.append({"shard": shard, "ingest_patches_per_second": args.patches / seconds,
                      "read_ms": latency * 1000, "buffer_mib": buffers / 2**20})  # fmt: skip

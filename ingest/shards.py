@@ -13,6 +13,7 @@ output byte for byte to zarr-python's for full and partial shards.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,6 +67,14 @@ class ShardEncoder:
         return cls(array.shards[0], codec)
 
     def encode(self, block: np.ndarray) -> bytes:
+        return bytes(self.encode_into(block))
+
+    def encode_into(self, block: np.ndarray) -> memoryview:
+        """The shard's bytes, in this thread's scratch buffer (valid until its next call).
+
+        Reusing one buffer matters: a fresh ~10 MB result per shard is fresh memory from the
+        kernel, one page fault per 4 KiB (measured: a third of the ingest's page faults).
+        """
         if block.shape[0] > self.length:
             raise ValueError(f"{block.shape[0]} samples do not fit a shard of {self.length}")
         block = np.ascontiguousarray(block, dtype="<u2")
@@ -79,7 +88,23 @@ class ShardEncoder:
             offset += len(encoded)
         table = index.tobytes()
         checksum = np.array([google_crc32c.value(table)], dtype="<u4").tobytes()
-        return b"".join(parts) + table + checksum
+        out = _scratch(offset + len(table) + len(checksum))
+        position = 0
+        for part in (*parts, table, checksum):
+            out[position : position + len(part)] = part
+            position += len(part)
+        return out[:position]
+
+
+_LOCAL = threading.local()
+
+
+def _scratch(size: int) -> memoryview:
+    """This thread's reusable output buffer, grown to at least ``size`` bytes."""
+    buffer: bytearray | None = getattr(_LOCAL, "buffer", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _LOCAL.buffer = bytearray(size + size // 4)
+    return memoryview(buffer)
 
 
 def _endian(codec: object) -> str | None:
@@ -95,5 +120,5 @@ def write_block(array: zarr.Array[Any], start: int, block: np.ndarray) -> None:
         return
     key = array.metadata.encode_chunk_key((start // encoder.length, *([0] * (block.ndim - 1))))
     path = f"{array.path}/{key}" if array.path else key
-    buffer = default_buffer_prototype().buffer.from_bytes(encoder.encode(block))
-    sync(array.store.set(path, buffer))
+    encoded = np.frombuffer(encoder.encode_into(block), dtype=np.uint8)
+    sync(array.store.set(path, default_buffer_prototype().buffer.from_array_like(encoded)))

@@ -13,12 +13,15 @@ batches are in flight, which bounds memory to that many buffers (41 MB each at 2
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
+from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
 from typing import Protocol
 
@@ -89,7 +92,7 @@ class PoolWriter:
         # spawn, not fork: the parent already runs zarr's event-loop thread, and forking a process
         # with threads can deadlock the child.
         self._pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
         )
         size = sum(int(np.prod(s)) * 2 for s in self._shapes.values())
         self._memory = [
@@ -171,7 +174,8 @@ def _write_from_shared(
 ) -> int:
     count = len(record.patch_ids)
     views = _views(_buffer(_attach(name)), shapes)
-    return store.write_shard(path, start, {k: v[:count] for k, v in views.items()}, record)
+    with _WRITING:
+        return store.write_shard(path, start, {k: v[:count] for k, v in views.items()}, record)
 
 
 @dataclass
@@ -240,9 +244,26 @@ def check_resumed(
         )
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the reader, which lets the shards in progress finish."""
+#: Held while a worker writes a shard, so that a worker whose reader died finishes it first.
+_WRITING = threading.Lock()
+
+
+def _init_worker() -> None:
+    """Workers leave Ctrl-C to the reader, which lets the shards in progress finish; and they exit
+    when the reader dies without shutting them down (kill -9, the OOM killer), which would
+    otherwise leave them waiting on its queue forever."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent,), name="exit-with-reader", daemon=True
+        ).start()
+
+
+def _exit_with(parent: BaseProcess) -> None:
+    parent.join()  # returns when the parent's end of the spawn pipe closes: it is gone
+    with _WRITING:
+        os._exit(1)
 
 
 def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import zarr
 
@@ -175,9 +176,12 @@ def test_sigkill_five_times_then_resume(
             time.sleep(0.005)
         time.sleep(rng.uniform(0, 0.03))
         assert process.poll() is None, f"the run ended before reaching {target} shards"
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children  # the writer process (and multiprocessing's resource tracker)
         process.send_signal(signal.SIGKILL)
         process.wait()
-        time.sleep(0.5)  # an orphaned writer finishes its shard and exits
+        _, alive = psutil.wait_procs(children, timeout=20)  # orphaned writers finish and exit
+        assert alive == []
         assert zarr.open_group(str(path)).attrs["complete"] is False
         now = shard_mtimes(path)
         assert {k: now[k] for k in kept} == kept  # finished shards were not rewritten
