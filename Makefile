@@ -33,7 +33,9 @@ test: lint typecheck unit
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py --patches $(N)
 	$(BIN)/python benchmarks/bench_shards.py
+	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_read.py
+	$(BIN)/python benchmarks/bench_cluster.py
 
 clean:
 	rm -rf demo bench-out .pytest_cache .mypy_cache .ruff_cache
