@@ -13,7 +13,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any, TypeAlias
 
 import fsspec
@@ -106,6 +105,3 @@ class StoreLocation:
         """Bytes of all objects of the store."""
         fs, root = self._fs
         return int(fs.du(root, total=True)) if fs.exists(root) else 0
-
-    def local_path(self) -> Path | None:
-        return Path(self.zarr_url) if self.is_local else None
