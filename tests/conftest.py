@@ -55,7 +55,7 @@ def sample_with(tmp: Path, options: SampleOptions, patches: int | None = None) -
 
 
 def ingest_local(
-    archives: SampleArchives, store: Path | StoreLocation, **options: Any
+    archives: SampleArchives, store: str | Path | StoreLocation, **options: Any
 ) -> RunReport:
     """Run the ingest from local archive files (in-process writer unless ``workers`` is given);
     ``progress``, ``warn`` and ``note`` go to :func:`ingest.pipeline.run`, the rest to the config."""

@@ -227,3 +227,14 @@ def test_an_unreachable_scheduler(
     monkeypatch.setattr(cluster, "CONNECT_TIMEOUT", "1s")
     with pytest.raises(UsageError, match=r"--cluster tcp://127\.0\.0\.1:9: cannot reach"):
         ingest_local(archives, tmp_path / "x.zarr", cluster="tcp://127.0.0.1:9")
+
+
+def test_a_file_url_names_a_local_store(
+    archives: SampleArchives, reference: Path, tmp_path: Path
+) -> None:
+    url = f"file://{tmp_path}/url.zarr"
+    report = ingest_local(archives, url, shard_size=SHARD)
+    assert str(report.store) == url
+    assert (tmp_path / "url.zarr" / "zarr.json").is_file()  # zarr's local store, at the path
+    assert check(url) == []
+    assert store_differences(reference, tmp_path / "url.zarr") == []
