@@ -87,8 +87,9 @@ def band_bytes(store: Path) -> int:
     return sum(size_of(store / name) for name in ("bands_10m", "bands_20m", "bands_60m"))
 
 
-def build(out: Path, patches: int) -> SampleArchives:
-    folder = out / f"archives-{patches}"
+def build(out: Path, patches: int, prefix: str = "archives") -> SampleArchives:
+    """Synthetic archives of ``patches`` patches (seed 0), built once and kept in ``out``."""
+    folder = out / f"{prefix}-{patches}"
     marker = folder / "done.json"
     if marker.is_file():
         names = tuple(json.loads(marker.read_text())["patches"])

@@ -38,26 +38,13 @@ import dask
 import numpy as np
 import rasterio
 import xarray as xr
+from bench_ingest import build
 
 from ingest.nomenclature import BAND_GROUPS
 from ingest.reading import open_store
-from ingest.testing.samples import SampleArchives, write_synthetic_sample
+from ingest.testing.samples import SampleArchives
 
 ARRAYS = tuple(g.array_name for g in BAND_GROUPS)
-
-
-def build(out: Path, patches: int) -> SampleArchives:
-    folder = out / f"read-archives-{patches}"
-    marker = folder / "done.json"
-    if marker.is_file():
-        names = tuple(json.loads(marker.read_text())["patches"])
-        return SampleArchives(
-            folder / "bigearthnet_v1_labels.tar.gz", folder / "bigearthnet_v1_source.tar.gz", names
-        )
-    print(f"building {patches:,} synthetic patches in {folder} ...", flush=True)
-    archives = write_synthetic_sample(folder, patches, seed=0)
-    marker.write_text(json.dumps({"patches": list(archives.patches)}))
-    return archives
 
 
 def ingest(archives: SampleArchives, store: Path) -> None:
@@ -158,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    archives = build(out, args.patches)
+    archives = build(out, args.patches, prefix="read-archives")
     store = out / "read.zarr"
     ingest(archives, store)
     folders = extract(archives, out / f"read-extracted-{args.patches}")

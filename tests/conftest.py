@@ -13,6 +13,8 @@ from ingest.config import RunConfig, RunReport
 from ingest.location import StoreLocation
 from ingest.pipeline import run
 from ingest.testing.archive_writer import iter_members
+from ingest.testing.emulator import Emulator
+from ingest.testing.faults import Faults
 from ingest.testing.samples import (
     SampleArchives,
     SampleOptions,
@@ -45,6 +47,46 @@ def real_by_name() -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def synthetic_sample(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
     return write_synthetic_sample(tmp_path_factory.mktemp("synthetic"), 60, seed=7)
+
+
+#: The API key the tests' emulators require.
+EMULATOR_KEY = "test-emulator-key-0123456789"
+
+
+@pytest.fixture(scope="module", params=["real", "synthetic"])
+def served(
+    request: pytest.FixtureRequest, real_sample: SampleArchives, synthetic_sample: SampleArchives
+) -> Iterator[tuple[SampleArchives, Emulator]]:
+    """The real and the synthetic sample, each served by one emulator for the whole module (a
+    module may override ``synthetic_sample``); tests take it through their module's ``mlhub``."""
+    archives = real_sample if request.param == "real" else synthetic_sample
+    with Emulator(archives.labels.parent, api_key=EMULATOR_KEY) as emulator:
+        yield archives, emulator
+
+
+def fresh_emulator(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget earlier tests' requests and faults, and point MLHUB_ROOT_URL at ``emulator``."""
+    emulator.requests.clear()
+    emulator.set_faults(Faults())
+    monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
+
+
+@pytest.fixture(scope="module")
+def real_store(real_sample: SampleArchives, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 6 real patches ingested, once per module."""
+    path = tmp_path_factory.mktemp("store") / "real.zarr"
+    ingest_local(real_sample, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_shards(
+    synthetic_sample: SampleArchives, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """60 synthetic patches in shards of 16: three full shards and a partial one of 12."""
+    path = tmp_path_factory.mktemp("store") / "syn.zarr"
+    ingest_local(synthetic_sample, path, shard_size=16)
+    return path
 
 
 def sample_with(tmp: Path, options: SampleOptions, patches: int | None = None) -> SampleArchives:

@@ -18,24 +18,8 @@ from ingest.items import as_flag
 from ingest.nomenclature import BAND_GROUPS, CLASS_43_TO_19, CLASSES_19, CLASSES_43
 from ingest.reading import open_store
 from ingest.testing.samples import SampleArchives
-from tests.conftest import ingest_local, item_documents
+from tests.conftest import item_documents
 from tests.test_reading import counting
-
-
-@pytest.fixture(scope="module")
-def real_store(real_sample: SampleArchives, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("accessor") / "real.zarr"
-    ingest_local(real_sample, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def small_shards(
-    synthetic_sample: SampleArchives, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    path = tmp_path_factory.mktemp("accessor") / "syn.zarr"
-    ingest_local(synthetic_sample, path, shard_size=16)
-    return path
 
 
 def reference(archives: SampleArchives) -> dict[str, tuple[set[str], bool, bool]]:

@@ -22,9 +22,9 @@ from ingest.testing.emulator import Emulator
 from ingest.testing.faults import Faults
 from ingest.testing.samples import SampleArchives, SampleOptions, write_synthetic_sample
 
-from .conftest import item_documents
+from .conftest import EMULATOR_KEY, fresh_emulator, item_documents
 
-KEY = "catalog-test-key-0123456789"
+KEY = EMULATOR_KEY
 ENDPOINT = Endpoint(api_key=KEY)
 FAST = RetryPolicy(backoff=0.01, read_timeout=10)
 LABELS, SOURCE = "bigearthnet_v1_labels", "bigearthnet_v1_source"
@@ -41,23 +41,12 @@ class Served:
         return [r.query for r in self.emulator.requests if r.path == path]
 
 
-@pytest.fixture(scope="module", params=["real", "synthetic"])
-def _served(
-    request: pytest.FixtureRequest, real_sample: SampleArchives, synthetic_sample: SampleArchives
-) -> Iterator[tuple[SampleArchives, Emulator]]:
-    archives = real_sample if request.param == "real" else synthetic_sample
-    with Emulator(archives.labels.parent, api_key=KEY) as emulator:
-        yield archives, emulator
-
-
 @pytest.fixture
 def mlhub(
-    _served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
+    served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Served]:
-    archives, emulator = _served
-    emulator.requests.clear()
-    emulator.set_faults(Faults())
-    monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
+    archives, emulator = served
+    fresh_emulator(emulator, monkeypatch)
     yield Served(archives, emulator)
     assert emulator.errors == []
 

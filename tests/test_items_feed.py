@@ -42,9 +42,9 @@ from ingest.testing.samples import (
 )
 from ingest.verify import check
 
-from .conftest import ingest_local, item_documents
+from .conftest import EMULATOR_KEY, fresh_emulator, ingest_local, item_documents
 
-KEY = "items-feed-test-key-0123456789"
+KEY = EMULATOR_KEY
 ENDPOINT = Endpoint(api_key=KEY)
 FAST = RetryPolicy(backoff=0.01, read_timeout=10)
 LABELS, SOURCE = "bigearthnet_v1_labels", "bigearthnet_v1_source"
@@ -59,29 +59,18 @@ SELECTIONS = {
 
 
 @pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
+def synthetic_sample(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
     """Smaller than the shared synthetic sample: the emulator serves an asset by decompressing its
     archive up to it, again for every request that goes back, and parallel downloads go back."""
     return write_synthetic_sample(tmp_path_factory.mktemp("items"), 24, seed=7)
 
 
-@pytest.fixture(scope="module", params=["real", "synthetic"])
-def _served(
-    request: pytest.FixtureRequest, real_sample: SampleArchives, synthetic: SampleArchives
-) -> Iterator[tuple[SampleArchives, Emulator]]:
-    archives = real_sample if request.param == "real" else synthetic
-    with Emulator(archives.labels.parent, api_key=KEY) as emulator:
-        yield archives, emulator
-
-
 @pytest.fixture
 def mlhub(
-    _served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
+    served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[tuple[SampleArchives, Emulator]]:
-    archives, emulator = _served
-    emulator.requests.clear()
-    emulator.set_faults(Faults())
-    monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
+    archives, emulator = served
+    fresh_emulator(emulator, monkeypatch)
     yield archives, emulator
     assert emulator.errors == []
 
@@ -213,18 +202,18 @@ def test_extra_assets_are_not_downloaded(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_a_missing_source_item_is_a_label_without_source(
-    synthetic: SampleArchives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synthetic_sample: SampleArchives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    gone = synthetic.patches[7]
+    gone = synthetic_sample.patches[7]
     served = tmp_path / "served"
     served.mkdir()
-    (served / f"{LABELS}.tar.gz").write_bytes(synthetic.labels.read_bytes())
+    (served / f"{LABELS}.tar.gz").write_bytes(synthetic_sample.labels.read_bytes())
     folder = f"{SOURCE}_{gone}"
 
     def drop_the_item(info: tarfile.TarInfo, data: bytes | None) -> list[Member]:
         return [] if info.name.split("/")[1:2] == [folder] else [(info, data)]
 
-    rewrite_archive(synthetic.source, served / f"{SOURCE}.tar.gz", drop_the_item)
+    rewrite_archive(synthetic_sample.source, served / f"{SOURCE}.tar.gz", drop_the_item)
     archives = SampleArchives(served / f"{LABELS}.tar.gz", served / f"{SOURCE}.tar.gz", ())
     with Emulator(served, api_key=KEY) as emulator:
         monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
@@ -281,9 +270,9 @@ def test_downloads_run_in_parallel_and_yield_in_label_order(
 
 
 def test_resume_refuses_another_via_and_finishes_an_items_store(
-    synthetic: SampleArchives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    synthetic_sample: SampleArchives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with Emulator(synthetic.labels.parent, api_key=KEY) as emulator:
+    with Emulator(synthetic_sample.labels.parent, api_key=KEY) as emulator:
         monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
         real_write, written = store.write_shard, []
 
@@ -298,9 +287,9 @@ def test_resume_refuses_another_via_and_finishes_an_items_store(
             ingest_items(tmp_path / "s.zarr", shard_size=4)
         monkeypatch.setattr(store, "write_shard", real_write)
         with pytest.raises(UsageError, match="--resume with different options: via is 'items' in"):
-            ingest_local(synthetic, tmp_path / "s.zarr", shard_size=4, resume=True)
+            ingest_local(synthetic_sample, tmp_path / "s.zarr", shard_size=4, resume=True)
         ingest_items(tmp_path / "s.zarr", shard_size=4, resume=True)
-    ingest_local(synthetic, tmp_path / "reference.zarr", shard_size=4)
+    ingest_local(synthetic_sample, tmp_path / "reference.zarr", shard_size=4)
     assert_same_store(tmp_path / "reference.zarr", tmp_path / "s.zarr")
 
 

@@ -25,8 +25,6 @@ from ingest import store as store_module
 from ingest.errors import StoreError
 from ingest.reading import IncompleteStoreWarning, ShardedBands, open_store
 from ingest.shards import ShardEncoder
-from ingest.testing.samples import SampleArchives
-from tests.conftest import ingest_local
 
 BANDS = ("bands_10m", "bands_20m", "bands_60m")
 SMALL = ("labels", "labels19", "cloud_and_shadow", "seasonal_snow")
@@ -65,23 +63,6 @@ def consolidate(path: Path) -> None:
 
 def counting(path: Path) -> CountingStore:
     return CountingStore(LocalStore(path, read_only=True))
-
-
-@pytest.fixture(scope="module")
-def real_store(real_sample: SampleArchives, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("reading") / "real.zarr"
-    ingest_local(real_sample, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def small_shards(
-    synthetic_sample: SampleArchives, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """60 synthetic patches in shards of 16: three full shards and a partial one of 12."""
-    path = tmp_path_factory.mktemp("reading") / "syn.zarr"
-    ingest_local(synthetic_sample, path, shard_size=16)
-    return path
 
 
 def test_band_chunks_are_the_shards_and_small_arrays_one_chunk(small_shards: Path) -> None:
