@@ -162,24 +162,30 @@ def test_sigkill_five_times_then_resume(
     kept: dict[str, int] = {}
     for target in targets:
         resume = ["--resume"] if (path / "zarr.json").is_file() else []
+        # A writer orphaned by the previous kill may still finish its shard, so the count can
+        # already be at this target: each run must finish at least one shard of its own before
+        # the kill, which also means its writer process exists.
+        goal = max(target, _finished_shards(path) + 1)
         process = subprocess.Popen(
             _ingest_command(archives, path, *resume),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 120
-        while (
-            _finished_shards(path) < target
-            and process.poll() is None
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0, 0.03))
-        assert process.poll() is None, f"the run ended before reaching {target} shards"
-        children = psutil.Process(process.pid).children(recursive=True)
-        assert children  # the writer process (and multiprocessing's resource tracker)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        try:
+            deadline = time.monotonic() + 120
+            while (
+                _finished_shards(path) < goal
+                and process.poll() is None
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0, 0.03))
+            assert process.poll() is None, f"the run ended before reaching {goal} shards"
+            children = psutil.Process(process.pid).children(recursive=True)
+            assert children  # the writer process (and multiprocessing's resource tracker)
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
         _, alive = psutil.wait_procs(children, timeout=20)  # orphaned writers finish and exit
         assert alive == []
         assert zarr.open_group(str(path)).attrs["complete"] is False
@@ -206,11 +212,16 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_store(
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 60
-    while not store.journal(path) and time.monotonic() < deadline:  # wait for the first shard
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60
+        while not store.journal(path) and time.monotonic() < deadline:  # the first shard
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
     assert process.returncode == 130, err
     assert (
         err
