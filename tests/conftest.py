@@ -34,6 +34,16 @@ def _no_mlhub_profile(
     monkeypatch.setenv("MLHUB_HOME", str(tmp_path_factory.mktemp("mlhub-home")))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tables_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The official tables' cache (and every ingest subprocess's) lives in the session's
+    temporary folder, never in the developer's ~/.cache."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INGEST_CACHE_DIR", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def real_sample(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
     return write_real_sample(tmp_path_factory.mktemp("real"))

@@ -5,10 +5,15 @@ from __future__ import annotations
 import bz2
 import importlib.resources
 from collections import Counter
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from ingest import tables
 from ingest.tables import SPLIT_FILES, official_tables
 
 #: The six real example patches, in the example tarball's order, and their rows in the tables.
@@ -73,10 +78,73 @@ def test_no_ids_and_the_split_names() -> None:
 
 
 def test_preload_reads_the_tables_once_in_the_background() -> None:
-    from ingest import tables
-
     tables._read_tables.cache_clear()
     tables.preload()  # a lookup while the thread reads waits for it rather than reading again
     looked_up = official_tables(["S2A_MSIL2A_20170613T101031_0_45"])
     assert tables._read_tables.cache_info().misses == 1
     assert looked_up["country"].tolist() != [""]
+
+
+def _fresh(monkeypatch: pytest.MonkeyPatch, folder: Path) -> tables._Tables:
+    monkeypatch.setenv("INGEST_CACHE_DIR", str(folder))
+    tables._read_tables.cache_clear()
+    return tables._read_tables()
+
+
+def _same(a: tables._Tables, b: tables._Tables) -> bool:
+    return all(
+        getattr(a, f).dtype == getattr(b, f).dtype and np.array_equal(getattr(a, f), getattr(b, f))
+        for f in ("names", "country", "season", "split", "countries", "seasons", "splits")
+    )
+
+
+def test_the_cache_gives_the_tables_read_from_the_wheel(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    parsed = tables._parse_tables()
+    first = _fresh(monkeypatch, tmp_path)
+    assert tables.cache_file() == tmp_path / f"tables-1-{version('bigearthnet-common')}.npz"
+    assert tables.cache_file().is_file()
+    written = tables.cache_file().stat().st_mtime_ns
+    second = _fresh(monkeypatch, tmp_path)  # from the cache file
+    assert tables.cache_file().stat().st_mtime_ns == written
+    assert _same(parsed, first) and _same(parsed, second)
+    assert [p.name for p in tmp_path.iterdir()] == [tables.cache_file().name]  # no leftovers
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(path.read_bytes()[:5000]),
+        lambda path: path.write_bytes(b"not a zip"),
+        lambda path: np.savez(path, names=np.array([b"a"])),  # a field missing
+        lambda path: np.savez(  # codes pointing past the values
+            path,
+            names=np.array([b"a"]),
+            country=np.array([9], np.uint8),
+            season=np.array([0], np.uint8),
+            split=np.array([0], np.uint8),
+            countries=np.array(["x"]),
+            seasons=np.array(["y"]),
+            splits=np.array([""]),
+        ),
+    ],
+)
+def test_a_damaged_cache_is_rebuilt(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, damage: Callable[[Path], object]
+) -> None:
+    good = _fresh(monkeypatch, tmp_path)
+    damage(tables.cache_file())
+    assert tables._load(tables.cache_file()) is None
+    assert _same(_fresh(monkeypatch, tmp_path), good)
+    assert tables._load(tables.cache_file()) is not None  # written again
+
+
+def test_an_unwritable_cache_folder_is_left_alone(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would be")
+    looked_up = _fresh(monkeypatch, blocker / "cache")
+    assert len(looked_up.names) == 590_326
+    assert blocker.read_text() == "a file where the cache folder would be"
