@@ -3,7 +3,7 @@
 An MLHub collection archive is a (usually gzip-compressed) tar holding
 ``{collection}/collection.json`` and one folder per item, ``{collection}/{item_id}/``, with the
 item's ``stac.json`` and asset files. This module reads such a stream strictly sequentially
-(tarfile stream mode: never seeked, so it can come straight from an HTTP response), refuses or
+(:mod:`ingest.tarstream`: never seeked, so it can come straight from an HTTP response), refuses or
 ignores members that are not plain files inside the collection folder, enforces size limits, and
 groups the members of each item folder into one :class:`ArchiveItem` as they arrive. Member names
 are only ever parsed, never used as filesystem paths.
@@ -264,8 +264,8 @@ def _safe_members(
 def _drain(stream: IO[bytes], culprit: str) -> None:
     """Read the stream to its end so that gzip checks its trailer (CRC-32 and length).
 
-    tarfile stops at the end-of-archive marker, before the gzip trailer: without this, a corrupted
-    deflate stream that still inflates would go unnoticed.
+    The tar reader stops at the end-of-archive marker, before the gzip trailer: without this, a
+    corrupted deflate stream that still inflates would go unnoticed.
     """
     try:
         while stream.read(1 << 20):

@@ -181,7 +181,7 @@ class TarReader:
         return records
 
     def _pax_size(self, value: str) -> int:
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise self._error(f"archive is truncated or corrupt: invalid pax size {value!r}")
         return int(value)
 

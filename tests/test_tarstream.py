@@ -238,3 +238,19 @@ def test_memory_is_flat_over_many_members() -> None:
         tracemalloc.stop()
     assert count == 20_000
     assert peak < 100_000
+
+
+@pytest.mark.parametrize("size", ["-5", "²", "5x", ""])
+def test_an_invalid_pax_size_is_an_input_error(size: str) -> None:
+    record = f" size={size}\n".encode()
+    length = len(record) + 1
+    while len(str(length)) + len(record) != length:
+        length += 1
+    records = str(length).encode() + record
+    block = _header("././@PaxHeader", len(records), b"x")
+    _checksum(block)
+    member = _header("c/a.tif", 0)
+    _checksum(member)
+    archive = bytes(block) + records + bytes(-len(records) % BLOCK) + bytes(member) + bytes(1024)
+    with pytest.raises(InputDataError, match=r"a\.tar: .*invalid pax size"):
+        list(TarReader(io.BytesIO(archive), "a.tar"))
