@@ -74,11 +74,18 @@ def served(
         yield archives, emulator
 
 
-def fresh_emulator(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Forget earlier tests' requests and faults, and point MLHUB_ROOT_URL at ``emulator``."""
+@pytest.fixture
+def mlhub(
+    served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[SampleArchives, Emulator]]:
+    """The module's served sample with earlier tests' requests and faults forgotten and
+    MLHUB_ROOT_URL pointing at it; afterwards, the emulator must have logged no server error."""
+    archives, emulator = served
     emulator.requests.clear()
     emulator.set_faults(Faults())
     monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
+    yield archives, emulator
+    assert emulator.errors == []
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ synthetic sample: collections, items found with ``filter_item`` semantics, lazy 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ingest.testing.emulator import Emulator
 from ingest.testing.faults import Faults
 from ingest.testing.samples import SampleArchives, SampleOptions, write_synthetic_sample
 
-from .conftest import EMULATOR_KEY, fresh_emulator, item_documents
+from .conftest import EMULATOR_KEY, item_documents
 
 KEY = EMULATOR_KEY
 ENDPOINT = Endpoint(api_key=KEY)
@@ -42,13 +41,8 @@ class Served:
 
 
 @pytest.fixture
-def mlhub(
-    served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Served]:
-    archives, emulator = served
-    fresh_emulator(emulator, monkeypatch)
-    yield Served(archives, emulator)
-    assert emulator.errors == []
+def mlhub(mlhub: tuple[SampleArchives, Emulator]) -> Served:
+    return Served(*mlhub)
 
 
 def collection_document(archive: Path) -> dict[str, Any]:

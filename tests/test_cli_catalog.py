@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from ingest.testing.compare import store_differences
 from ingest.testing.emulator import Emulator
 from ingest.testing.samples import SampleArchives
 
-from .conftest import EMULATOR_KEY, fresh_emulator, item_documents
+from .conftest import EMULATOR_KEY, item_documents
 
 KEY = EMULATOR_KEY
 LABELS, SOURCE = "bigearthnet_v1_labels", "bigearthnet_v1_source"
@@ -25,13 +24,10 @@ LABELS, SOURCE = "bigearthnet_v1_labels", "bigearthnet_v1_source"
 
 @pytest.fixture
 def mlhub(
-    served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[SampleArchives, Emulator]]:
-    archives, emulator = served
-    fresh_emulator(emulator, monkeypatch)
+    mlhub: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
+) -> tuple[SampleArchives, Emulator]:
     monkeypatch.setenv("MLHUB_API_KEY", KEY)  # as the notebook configured it
-    yield archives, emulator
-    assert emulator.errors == []
+    return mlhub
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from ingest.testing.emulator import Emulator
 from ingest.testing.faults import Faults
 from ingest.testing.samples import SampleArchives
 
-from .conftest import EMULATOR_KEY, fresh_emulator, item_documents
+from .conftest import EMULATOR_KEY, item_documents
 
 KEY = EMULATOR_KEY
 ENDPOINT = Endpoint(api_key=KEY)
@@ -50,13 +49,8 @@ class Served:
 
 
 @pytest.fixture
-def mlhub(
-    served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Served]:
-    archives, emulator = served
-    fresh_emulator(emulator, monkeypatch)
-    yield Served(archives, emulator)
-    assert emulator.errors == []
+def mlhub(mlhub: tuple[SampleArchives, Emulator]) -> Served:
+    return Served(*mlhub)
 
 
 def members(archive: Path) -> dict[str, bytes]:

@@ -15,7 +15,6 @@ import random
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ from ingest.testing.samples import (
 )
 from ingest.verify import check
 
-from .conftest import EMULATOR_KEY, fresh_emulator, ingest_local, item_documents
+from .conftest import EMULATOR_KEY, ingest_local, item_documents
 
 KEY = EMULATOR_KEY
 ENDPOINT = Endpoint(api_key=KEY)
@@ -63,16 +62,6 @@ def synthetic_sample(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives
     """Smaller than the shared synthetic sample: the emulator serves an asset by decompressing its
     archive up to it, again for every request that goes back, and parallel downloads go back."""
     return write_synthetic_sample(tmp_path_factory.mktemp("items"), 24, seed=7)
-
-
-@pytest.fixture
-def mlhub(
-    served: tuple[SampleArchives, Emulator], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[SampleArchives, Emulator]]:
-    archives, emulator = served
-    fresh_emulator(emulator, monkeypatch)
-    yield archives, emulator
-    assert emulator.errors == []
 
 
 def ingest_items(path: Path, warn: Any = None, **options: Any) -> RunReport:
