@@ -99,7 +99,7 @@ class TarReader:
             kind = block[156:157]
             size = self._number(block[124:136], "size")
             if kind in _PAX or kind in _GNU_LONG:
-                data = self._take(size)
+                data = self._take(size, "a member header")
                 if kind == b"x":
                     pax.update(self._pax_records(data))
                 elif kind == b"g":
@@ -127,21 +127,22 @@ class TarReader:
         if member is not self._current or member.type in _NO_DATA:
             raise ValueError(f"{member.name}: not the current unread member")
         self._current, self._unread = None, 0
-        return self._take(member.size)
+        return self._take(member.size, member.name)
 
-    def _take(self, size: int) -> bytes:
+    def _take(self, size: int, where: str) -> bytes:
         """Read ``size`` bytes of data and the padding to the next block."""
         data = self._read(size)
         pad = -size % BLOCK
         if len(data) < size or (pad and len(self._read(pad)) < pad):
-            raise self._error("archive is truncated inside a member")
+            raise self._error(f"archive is truncated inside {where}")
         return data
 
     def _skip_rest(self) -> None:
         while self._unread:
             piece = self._read(min(self._unread, _SKIP_CHUNK))
             if not piece:
-                raise self._error("archive is truncated inside a member")
+                where = self._current.name if self._current else "a member"
+                raise self._error(f"archive is truncated inside {where}")
             self._unread -= len(piece)
 
     def _check(self, block: bytes) -> None:
