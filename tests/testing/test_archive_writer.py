@@ -29,11 +29,6 @@ from ingest.testing.samples import (
 SOURCE, LABELS = "bigearthnet_v1_source", "bigearthnet_v1_labels"
 
 
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
-    return write_real_sample(tmp_path_factory.mktemp("real-sample"))
-
-
 def members(archive: Path) -> list[Member]:
     return list(iter_members(archive))
 

@@ -8,16 +8,10 @@ Everything runs on loopback against archives built by the test kit.
 
 from __future__ import annotations
 
-import json
 import signal
-import socket
 import subprocess
 import sys
-import tarfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -28,108 +22,22 @@ from radiant_mlhub.client.datasets import _download
 from radiant_mlhub.exceptions import AuthenticationError, EntityDoesNotExist
 
 from ingest.errors import InputDataError, UsageError
-from ingest.testing.emulator import Emulator, Faults, serve_forever
-from ingest.testing.samples import SampleArchives, write_real_sample, write_synthetic_sample
+from ingest.testing.emulator import Emulator, serve_forever
+from ingest.testing.samples import SampleArchives
 
-KEY = "emulator-test-key"
-LABELS, SOURCE = "bigearthnet_v1_labels", "bigearthnet_v1_source"
+from .conftest import (
+    KEY,
+    LABELS,
+    SOURCE,
+    blob_url,
+    get,
+    item_asset_url,
+    item_ids,
+    member_bytes,
+    port_of,
+)
+
 ANON = "__anonymous__"
-
-
-# -- fixtures and helpers --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
-    return write_real_sample(tmp_path_factory.mktemp("emulator-real"))
-
-
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
-    return write_synthetic_sample(tmp_path_factory.mktemp("emulator-synthetic"), 25, seed=5)
-
-
-def _serve(
-    archives: SampleArchives, monkeypatch: pytest.MonkeyPatch, tmp: Path
-) -> Iterator[Emulator]:
-    with Emulator(archives.labels.parent, api_key=KEY) as emulator:
-        monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
-        monkeypatch.setenv("MLHUB_API_KEY", KEY)
-        monkeypatch.setenv("MLHUB_HOME", str(tmp / "mlhub-home"))
-        yield emulator
-        assert emulator.errors == []
-
-
-@pytest.fixture
-def mlhub(
-    real: SampleArchives, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Emulator]:
-    yield from _serve(real, monkeypatch, tmp_path)
-
-
-@pytest.fixture
-def mlhub_big(
-    synthetic: SampleArchives, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> Iterator[Emulator]:
-    yield from _serve(synthetic, monkeypatch, tmp_path)
-
-
-def item_ids(archive: Path) -> list[str]:
-    """Item ids in archive order, read independently of the emulator."""
-    with tarfile.open(archive, "r:gz") as tar:
-        return [
-            json.loads(tar.extractfile(m).read())["id"]  # type: ignore[union-attr]
-            for m in tar
-            if m.name.endswith("/stac.json")
-        ]
-
-
-def member_bytes(archive: Path, name: str) -> bytes:
-    with tarfile.open(archive, "r:gz") as tar:
-        return tar.extractfile(name).read()  # type: ignore[union-attr]
-
-
-def blob_url(emulator: Emulator, collection_id: str) -> str:
-    response = requests.head(emulator.archive_url(collection_id), params={"key": KEY})
-    assert response.status_code == 303
-    return str(response.headers["Location"])
-
-
-def get(emulator: Emulator, path: str, **params: Any) -> requests.Response:
-    return requests.get(emulator.root_url + path, params={"key": KEY, **params})
-
-
-def raw_get(url: str) -> tuple[int, dict[str, str], bytes, OSError | None]:
-    """GET over a bare socket: the exact body bytes received, and the error that ended it."""
-    parts = urlsplit(url)
-    request = f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n\r\n"
-    received, error = bytearray(), None
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        sock.sendall(request.encode())
-        while True:
-            try:
-                chunk = sock.recv(1 << 16)
-            except OSError as exc:
-                error = exc
-                break
-            if not chunk:
-                break
-            received += chunk
-    head, _, body = bytes(received).partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    fields = dict(line.split(": ", 1) for line in header_lines)
-    return int(status_line.split()[1]), fields, body, error
-
-
-def item_asset_url(emulator: Emulator, archives: SampleArchives, band: str) -> str:
-    patch = archives.patches[0]
-    return f"{emulator.root_url}download/{SOURCE}/{SOURCE}_{patch}/{band}.tif"
-
-
-def port_of(emulator: Emulator) -> int:
-    port = urlsplit(emulator.root_url).port
-    assert port is not None
-    return port
 
 
 # -- the real client -------------------------------------------------------------------------------
@@ -408,94 +316,6 @@ def test_requests_are_logged_with_the_key_redacted(mlhub: Emulator) -> None:
     )
     assert record.query == {"key": ["REDACTED"], "limit": ["1"]}
     assert KEY not in repr(mlhub.requests)
-
-
-# -- faults ----------------------------------------------------------------------------------------
-
-
-def test_reset_after_n_bytes(mlhub: Emulator, real: SampleArchives) -> None:
-    url = blob_url(mlhub, SOURCE)
-    mlhub.set_faults(Faults(reset_after=100_000))
-    status, headers, body, error = raw_get(url)
-    assert status == 200
-    assert headers["Content-Length"] == str(real.source.stat().st_size)
-    assert len(body) == 100_000
-    assert body == real.source.read_bytes()[:100_000]
-    assert isinstance(error, ConnectionResetError)  # a real RST, not a clean close
-    assert requests.get(url).content == real.source.read_bytes()  # reset_times=1: spent
-
-
-def test_reset_every_time_breaks_requests(mlhub: Emulator) -> None:
-    url = blob_url(mlhub, LABELS)
-    mlhub.set_faults(Faults(reset_after=0, reset_times=-1))
-    for _ in range(2):
-        with pytest.raises(requests.exceptions.ChunkedEncodingError):
-            requests.get(url, headers={"Range": "bytes=0-999"})
-    mlhub.set_faults(Faults())
-    assert len(requests.get(url, headers={"Range": "bytes=0-999"}).content) == 1000
-
-
-def test_the_real_client_does_not_survive_a_reset(mlhub: Emulator, tmp_path: Path) -> None:
-    mlhub.set_faults(Faults(reset_after=1000))
-    with pytest.raises(requests.exceptions.RequestException):
-        client.download_archive(SOURCE, tmp_path)
-
-
-@pytest.mark.parametrize("status", [503, 429])
-def test_unavailable_for_the_first_requests(mlhub: Emulator, status: int) -> None:
-    mlhub.set_faults(Faults(unavailable=2, status=status, retry_after=7))
-    for _ in range(2):
-        refused = get(mlhub, "collections")
-        assert refused.status_code == status
-        assert refused.headers["Retry-After"] == "7"
-        assert "detail" in refused.json()
-    assert get(mlhub, "collections").status_code == 200
-    assert [r.status for r in mlhub.requests[-3:]] == [status, status, 200]
-
-
-def test_ignore_range(mlhub: Emulator, real: SampleArchives) -> None:
-    url = blob_url(mlhub, LABELS)
-    mlhub.set_faults(Faults(ignore_range=True))
-    response = requests.get(url, headers={"Range": "bytes=0-9"})
-    assert response.status_code == 200
-    assert "Content-Range" not in response.headers
-    assert response.content == real.labels.read_bytes()
-
-
-def test_wrong_length(mlhub: Emulator, real: SampleArchives) -> None:
-    url = blob_url(mlhub, LABELS)
-    size = real.labels.stat().st_size
-    mlhub.set_faults(Faults(wrong_length=True))
-    status, headers, body, error = raw_get(url)
-    assert int(headers["Content-Length"]) > size
-    assert (status, body, error) == (200, real.labels.read_bytes(), None)
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        requests.get(url)
-
-
-def test_trickle(mlhub: Emulator, real: SampleArchives) -> None:
-    url = blob_url(mlhub, LABELS)
-    size = real.labels.stat().st_size
-    mlhub.set_faults(Faults(trickle=size / 0.4))  # about 0.4 s for the whole body
-    started = time.monotonic()
-    assert requests.get(url).content == real.labels.read_bytes()
-    assert time.monotonic() - started >= 0.3
-
-
-def test_faults_apply_to_assets(mlhub: Emulator, real: SampleArchives) -> None:
-    mlhub.set_faults(Faults(reset_after=10))
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        requests.get(item_asset_url(mlhub, real, "B02"), params={"key": KEY})
-
-
-def test_faults_leave_the_server_silent(mlhub: Emulator, capfd: pytest.CaptureFixture[str]) -> None:
-    url = blob_url(mlhub, SOURCE)
-    mlhub.set_faults(Faults(reset_after=5000, reset_times=-1))
-    for _ in range(3):
-        assert raw_get(url)[3] is not None
-    mlhub.set_faults(Faults())
-    assert requests.get(url).status_code == 200
-    assert capfd.readouterr() == ("", "")
 
 
 # -- life cycle and bad input ---------------------------------------------------------------------

@@ -141,11 +141,6 @@ def gzip_ratio(archive: Path) -> float:
 
 
 @pytest.fixture(scope="module")
-def real(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
-    return write_real_sample(tmp_path_factory.mktemp("real-sample"))
-
-
-@pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
     return write_synthetic_sample(
         tmp_path_factory.mktemp("synthetic-sample"), SYNTHETIC_PATCHES, SYNTHETIC_SEED
