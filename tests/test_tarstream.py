@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import tarfile
 import tracemalloc
+from collections import Counter
 
 import pytest
 
@@ -254,3 +256,33 @@ def test_an_invalid_pax_size_is_an_input_error(size: str) -> None:
     archive = bytes(block) + records + bytes(-len(records) % BLOCK) + bytes(member) + bytes(1024)
     with pytest.raises(InputDataError, match=r"a\.tar: .*invalid pax size"):
         list(TarReader(io.BytesIO(archive), "a.tar"))
+
+
+def test_damaged_headers_never_raise_anything_else(real_sample: SampleArchives) -> None:
+    """Random bytes changed in the headers of the real archive: every outcome is either a clean
+    reading or an InputDataError naming the archive, never another exception."""
+    from isal import igzip
+
+    archive = igzip.decompress(real_sample.source.read_bytes())
+    headers = [m.start() for m in re.finditer(rb"ustar", archive)]
+    rng = random.Random(11)
+    outcomes: Counter[str] = Counter()
+    for _ in range(300):
+        damaged = bytearray(archive)
+        start = rng.choice(headers) - 257
+        for _ in range(rng.randint(1, 4)):
+            damaged[start + rng.randrange(BLOCK)] = rng.randrange(256)
+        if rng.random() < 0.5:  # and keep the checksum right, so the fields themselves are read
+            block = damaged[start : start + BLOCK]
+            _checksum(block)
+            damaged[start : start + BLOCK] = block
+        reader = TarReader(io.BytesIO(bytes(damaged)), "a.tar")
+        try:
+            for member in reader:
+                if member.isfile and member.size < 1 << 24:
+                    reader.read(member)
+            outcomes["read"] += 1
+        except InputDataError as exc:
+            outcomes[str(exc).split(":")[0] + ": refused"] += 1
+    assert set(outcomes) == {"read", "a.tar: refused"}
+    assert min(outcomes.values()) > 50
