@@ -283,6 +283,7 @@ def test_damaged_headers_never_raise_anything_else(real_sample: SampleArchives) 
                     reader.read(member)
             outcomes["read"] += 1
         except InputDataError as exc:
-            outcomes[str(exc).split(":")[0] + ": refused"] += 1
-    assert set(outcomes) == {"read", "a.tar: refused"}
+            named = str(exc).startswith("a.tar: archive is truncated")
+            outcomes["refused" if named else str(exc)] += 1
+    assert set(outcomes) == {"read", "refused"}
     assert min(outcomes.values()) > 50
