@@ -28,12 +28,13 @@ import numpy as np
 import zarr
 from bench_ingest import build, ingest_cmd, measure
 
-from ingest import pipeline, store
+from ingest import pipeline
 from ingest.config import RunConfig
 from ingest.errors import StoreError
 from ingest.nomenclature import BAND_GROUPS
+from ingest.store import zarrstore as store
+from ingest.store.writers import Buffers, InlineWriter
 from ingest.testing.samples import SampleArchives
-from ingest.writers import Buffers, InlineWriter
 
 
 class NullWriter(InlineWriter):

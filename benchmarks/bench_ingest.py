@@ -52,7 +52,7 @@ with igzip.open(sys.argv[1], "rb") as raw, tarfile.open(fileobj=raw, mode="r|") 
 READER_FLOOR = """
 import sys
 from isal import igzip
-from ingest.tarstream import TarReader
+from ingest.archive.tarstream import TarReader
 with igzip.open(sys.argv[1], "rb") as raw:
     reader = TarReader(raw, sys.argv[1])
     for member in reader:

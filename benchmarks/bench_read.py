@@ -41,7 +41,7 @@ import xarray as xr
 from bench_ingest import build
 
 from ingest.nomenclature import BAND_GROUPS
-from ingest.reading import open_store
+from ingest.read.reading import open_store
 from ingest.testing.samples import SampleArchives
 
 ARRAYS = tuple(g.array_name for g in BAND_GROUPS)

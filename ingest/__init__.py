@@ -7,7 +7,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .reading import open_store
+    from .read import open_store
 
 try:
     __version__ = version("bigearthnet-ingest")
@@ -21,7 +21,7 @@ def __getattr__(name: str) -> Any:
     """``ingest.open_store`` imports xarray and dask on first use only: ``import ingest`` (and
     every ``ingest`` command) stays light."""
     if name == "open_store":
-        from .reading import open_store
+        from .read import open_store
 
         return open_store
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

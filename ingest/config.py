@@ -6,12 +6,12 @@ import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .download import RetryPolicy
 from .errors import UsageError
-from .items import Selection
-from .location import StoreLocation
+from .layouts.mlhub import Selection
 from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
-from .sources import Endpoint
+from .sources.download import RetryPolicy
+from .sources.endpoint import Endpoint
+from .store.location import StoreLocation
 
 #: Samples per shard. Measured on this 2-core machine (README, "Shard length"): 256 writes close to
 #: the best speed, keeps a batch at ~41 MB, and one sample still reads in about a millisecond.

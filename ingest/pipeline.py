@@ -17,18 +17,19 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import __version__, store
-from .archive import ArchiveItem, BadItem, CollectionDoc, Warn, parse_item_json
+from . import __version__
+from .archive.members import ArchiveItem, BadItem, CollectionDoc, Warn, parse_item_json
+from .catalog.items_feed import open_items_labels_feed, open_items_source_feed
 from .config import RunConfig, RunReport
+from .decode.patches import Patch, decode_patch
 from .errors import InputDataError, StoreError, UsageError
-from .feeds import Feed, Meter, open_archive_feed
-from .items import LabelIndex, parse_label_item
-from .items_feed import open_items_labels_feed, open_items_source_feed
+from .layouts.feeds import Feed, Meter, open_archive_feed
+from .layouts.mlhub import LabelIndex, parse_label_item
+from .layouts.tables import official_tables, preload
 from .nomenclature import patch_of
-from .patches import Patch, decode_patch
-from .tables import official_tables, preload
-from .verify import NOT_COMPLETE, check
-from .writers import Buffers, ShardCutter, make_writer
+from .store import zarrstore as store
+from .store.verify import NOT_COMPLETE, check
+from .store.writers import Buffers, ShardCutter, make_writer
 
 EXAMPLES = 5
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ingest.config import RunConfig, RunReport
-from ingest.location import StoreLocation
 from ingest.pipeline import run
+from ingest.store.location import StoreLocation
 from ingest.testing.archive_writer import iter_members
 from ingest.testing.emulator import Emulator
 from ingest.testing.faults import Faults

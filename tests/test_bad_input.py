@@ -18,10 +18,10 @@ import zarr
 from click.testing import CliRunner
 
 from ingest.cli import main
+from ingest.store.verify import check
 from ingest.testing.archive_writer import Member, iter_members, rewrite_archive
 from ingest.testing.geotiff import encode_band
 from ingest.testing.samples import SampleArchives
-from ingest.verify import check
 
 Edit = Callable[[str, bytes], bytes | None]
 """(file name inside the item folder, bytes) -> new bytes, or None to drop the member."""

@@ -13,12 +13,12 @@ import rasterio
 import zarr
 
 from ingest.errors import UsageError
-from ingest.items import as_flag, parse_time
+from ingest.layouts.mlhub import as_flag, parse_time
 from ingest.nomenclature import BAND_SLOT, CLASS_43_TO_19, CLASSES_43
+from ingest.store.verify import check
 from ingest.testing.archive_writer import Member, rewrite_archive
 from ingest.testing.compare import store_differences
 from ingest.testing.samples import SampleArchives, SampleOptions
-from ingest.verify import check
 
 from .conftest import ingest_local, item_documents, sample_with
 
@@ -224,7 +224,7 @@ def test_selection_matches_the_notebook_filter(
     snow: bool | None,
     limit: int | None,
 ) -> None:
-    from ingest.items import Selection
+    from ingest.layouts.mlhub import Selection
 
     selection = Selection(classes, cloud, snow, limit)
     report = ingest_local(synthetic_sample, tmp_path / "s.zarr", selection=selection, shard_size=8)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..location import StoreLocation, Where
+from ..store.location import StoreLocation, Where
 
 #: Root attributes that legitimately differ between two runs producing the same data.
 VOLATILE_ATTRS = frozenset({"created"})

@@ -13,7 +13,7 @@ from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from ..cluster import TASK_PREFIX
+from ..store.cluster import TASK_PREFIX
 
 
 class DieWritingShard(WorkerPlugin):  # type: ignore[misc]  # distributed is untyped here

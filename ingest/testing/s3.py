@@ -12,7 +12,7 @@ import socket
 from types import TracebackType
 from typing import Any
 
-from ..location import StoreLocation
+from ..store.location import StoreLocation
 
 BUCKET = "ingest-test"
 

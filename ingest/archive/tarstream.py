@@ -1,0 +1,211 @@
+"""Tar members from a byte stream: a small, strict, sequential reader of the tar formats.
+
+Written by hand because :mod:`tarfile` costs about 30 µs of pure Python per member (a 504-value
+``struct.unpack`` for the checksum, a ``TarInfo`` of twenty attributes, a file object for every
+read): 1.58 s against 0.30 s here for the 52,001 members of 4,000 patches, read from memory. On a
+2-core machine that is CPU the rest of the pipeline needs. No maintained library reads a tar
+stream faster from Python (libarchive bindings need a system library).
+
+It reads what MLHub archives and common tar writers produce: POSIX ustar (with the name prefix),
+GNU (long names ``L``/``K``, base-256 sizes) and pax (``x`` and ``g`` headers: ``path`` and
+``size``). Members it has no use for (links, devices, sparse files, unknown types)
+are reported by :attr:`Member.kind` and their data is passed over, never misread. Every header's
+checksum is verified; a bad header or a stream that ends inside a member is an
+:class:`~ingest.errors.InputDataError` naming the archive.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO, Final
+
+from ..errors import InputDataError
+
+BLOCK: Final = 512
+_ZERO_BLOCK: Final = bytes(BLOCK)
+_SKIP_CHUNK: Final = 1 << 20
+_POSIX_MAGIC: Final = b"ustar\x0000"  # POSIX ustar and pax; GNU writes "ustar  \0" and no prefix
+
+_REGULAR: Final = (b"0", b"\x00", b"7")  # file, old-style file, contiguous file
+_KINDS: Final = {
+    b"1": "hard link",
+    b"2": "symbolic link",
+    b"3": "device",
+    b"4": "device",
+    b"5": "directory",
+    b"6": "fifo",
+}
+_NO_DATA: Final = frozenset(_KINDS)  # these types never have data blocks, whatever their size
+_PAX: Final = (b"x", b"g")
+_GNU_LONG: Final = (b"L", b"K")
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One member's header: its full name, data size and type flag."""
+
+    name: str
+    size: int
+    type: bytes
+    sparse: bool = False
+
+    @property
+    def isfile(self) -> bool:
+        return self.type in _REGULAR and not self.sparse
+
+    @property
+    def isdir(self) -> bool:
+        return self.type == b"5"
+
+    @property
+    def kind(self) -> str:
+        """What the member is, for messages: "regular file", "symbolic link", ..."""
+        if self.isfile:
+            return "regular file"
+        if self.sparse or self.type == b"S":
+            return "sparse file"
+        return _KINDS.get(self.type, "special member")
+
+
+class TarReader:
+    """Iterate a tar stream's members in order; :meth:`read` takes the current member's data.
+
+    Data not read before the next member is asked for is skipped in bounded pieces, so an
+    oversized member never sits in memory. The end-of-archive block ends the iteration; the
+    stream below is left right after it.
+    """
+
+    def __init__(self, stream: IO[bytes], culprit: str) -> None:
+        self._read = stream.read
+        self._culprit = culprit
+        self._current: Member | None = None
+        self._unread = 0  # bytes of the current member's data and padding not yet consumed
+
+    def __iter__(self) -> Iterator[Member]:
+        pax_global: dict[str, str] = {}
+        pax: dict[str, str] = {}
+        long_name: str | None = None
+        while True:
+            self._skip_rest()
+            self._current = None
+            block = self._read(BLOCK)
+            if not block or block == _ZERO_BLOCK:
+                return  # end-of-archive marker (or a stream ending cleanly between members)
+            if len(block) < BLOCK:
+                raise self._error("archive is truncated inside a member header")
+            self._check(block)
+            kind = block[156:157]
+            size = self._number(block[124:136], "size")
+            if kind in _PAX or kind in _GNU_LONG:
+                data = self._take(size, "a member header")
+                if kind == b"x":
+                    pax.update(self._pax_records(data))
+                elif kind == b"g":
+                    pax_global.update(self._pax_records(data))
+                elif kind == b"L":
+                    long_name = _text(data.split(b"\x00", 1)[0])
+                continue
+            headers = {**pax_global, **pax} if pax_global else pax
+            name = headers.get("path") or long_name or _ustar_name(block)
+            if "size" in headers:
+                size = self._pax_size(headers["size"])
+            sparse = any(key.startswith("GNU.sparse.") for key in headers)
+            pax, long_name = {}, None
+            if kind == b"\x00" and name.endswith("/"):
+                kind = b"5"  # a pre-POSIX directory
+            if kind == b"5":
+                name = name.rstrip("/")
+            member = Member(name, size, kind, sparse)
+            self._current = member
+            self._unread = 0 if kind in _NO_DATA else size + (-size % BLOCK)
+            yield member
+
+    def read(self, member: Member) -> bytes:
+        """The data of ``member``, which must be the current member and not read yet."""
+        if member is not self._current or member.type in _NO_DATA:
+            raise ValueError(f"{member.name}: not the current unread member")
+        self._current, self._unread = None, 0
+        return self._take(member.size, member.name)
+
+    def _take(self, size: int, where: str) -> bytes:
+        """Read ``size`` bytes of data and the padding to the next block."""
+        data = self._read(size)
+        pad = -size % BLOCK
+        if len(data) < size or (pad and len(self._read(pad)) < pad):
+            raise self._error(f"archive is truncated inside {where}")
+        return data
+
+    def _skip_rest(self) -> None:
+        while self._unread:
+            piece = self._read(min(self._unread, _SKIP_CHUNK))
+            if not piece:
+                where = self._current.name if self._current else "a member"
+                raise self._error(f"archive is truncated inside {where}")
+            self._unread -= len(piece)
+
+    def _check(self, block: bytes) -> None:
+        stored = self._number(block[148:156], "checksum")
+        unsigned = sum(block) - sum(block[148:156]) + 8 * 32  # the field counts as 8 spaces
+        if stored != unsigned and stored != _signed_checksum(block):
+            raise self._error("archive is truncated or corrupt: bad checksum in a member header")
+
+    def _number(self, field: bytes, what: str) -> int:
+        if field[:1] == b"\x80":  # GNU base-256, for sizes of 8 GiB and more
+            return int.from_bytes(field[1:], "big")
+        digits = field.split(b"\x00", 1)[0].strip()
+        try:
+            return int(digits, 8) if digits else 0
+        except ValueError:
+            message = f"invalid {what} field {field!r} in a member header"
+            raise self._error(f"archive is truncated or corrupt: {message}") from None
+
+    def _pax_records(self, data: bytes) -> dict[str, str]:
+        """Parse pax records, ``"%d %s=%s\\n"`` each, the length counting the whole record."""
+        records: dict[str, str] = {}
+        pos = 0
+        while pos < len(data) and data[pos] != 0:
+            space = data.find(b" ", pos)
+            try:
+                length = int(data[pos:space]) if space > pos else 0
+            except ValueError:
+                length = 0
+            record = data[space + 1 : pos + length]
+            if length <= 0 or pos + length > len(data) or not record.endswith(b"\n"):
+                raise self._error("archive is truncated or corrupt: invalid pax header")
+            key, equals, value = record[:-1].partition(b"=")
+            if not equals:
+                raise self._error("archive is truncated or corrupt: invalid pax header")
+            records[_text(key)] = _text(value)
+            pos += length
+        return records
+
+    def _pax_size(self, value: str) -> int:
+        if not (value.isascii() and value.isdigit()):
+            raise self._error(f"archive is truncated or corrupt: invalid pax size {value!r}")
+        return int(value)
+
+    def _error(self, message: str) -> InputDataError:
+        return InputDataError(self._culprit, message)
+
+
+def _ustar_name(block: bytes) -> str:
+    name = block[:100].split(b"\x00", 1)[0]
+    if block[257:265] == _POSIX_MAGIC and block[345] != 0:
+        name = block[345:500].split(b"\x00", 1)[0] + b"/" + name
+    return _text(name)
+
+
+def _text(raw: bytes) -> str:
+    """Names as tarfile decodes them: UTF-8, undecodable bytes kept as surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+_SIGNED: Final = struct.Struct("148b8x356b")
+
+
+def _signed_checksum(block: bytes) -> int:
+    """The checksum some old writers computed over signed bytes (tarfile accepts both)."""
+    values: tuple[int, ...] = _SIGNED.unpack(block)
+    return sum(values) + 8 * 32

@@ -1,0 +1,196 @@
+"""``ingest collections``, ``items``, ``download-item``, ``download``: browsing and downloading like
+the BigEarthNet notebook (:mod:`ingest.catalog`, :mod:`ingest.fetch`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..layouts.mlhub import Selection
+from ..sources.download import redact
+from ..sources.endpoint import Endpoint
+from .common import endpoint_options, handle_errors
+
+
+def _note(message: str) -> None:
+    click.echo(f"note: {redact(message)}", err=True)
+
+
+@click.command(name="collections")
+@click.option(
+    "--filter",
+    "text",
+    metavar="TEXT",
+    help="Only collections whose id, title or description contains TEXT (any case).",
+)
+@click.option("--json", "as_json", is_flag=True, help="One collection document per line.")
+@endpoint_options
+@handle_errors
+def collections_command(
+    text: str | None, as_json: bool, api_key: str | None, profile: str | None
+) -> None:
+    """List the collections of the API: id, license, citation and STAC extensions."""
+    from ..catalog.browse import (
+        collection_summary,
+        describe_collection,
+        list_collections,
+        to_json_line,
+    )
+
+    for found in list_collections(text, endpoint=Endpoint(api_key=api_key, profile=profile)):
+        summary = collection_summary(found)
+        click.echo(to_json_line(found) if as_json else describe_collection(summary))
+
+
+@click.command(name="items")
+@click.argument("collection")
+@click.option(
+    "--classes", "classes", multiple=True, metavar="NAME",
+    help="Keep items having ANY of these classes (repeatable).",
+)  # fmt: skip
+@click.option(
+    "--cloud-and-shadow/--no-cloud-and-shadow", default=None,
+    help="Keep only items with (or without) cloud or shadow. Default: no filter.",
+)  # fmt: skip
+@click.option(
+    "--seasonal-snow/--no-seasonal-snow", default=None,
+    help="Keep only items with (or without) seasonal snow. Default: no filter.",
+)  # fmt: skip
+@click.option(
+    "--max-items", type=click.IntRange(min=0), default=10, show_default=True,
+    help="Stop after N matching items (no further page is requested).",
+)  # fmt: skip
+@click.option(
+    "--page-size", type=click.IntRange(min=1), help="Items per page (default: the server's)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One item document per line.")
+@endpoint_options
+@handle_errors
+def items_command(
+    collection: str,
+    classes: tuple[str, ...],
+    cloud_and_shadow: bool | None,
+    seasonal_snow: bool | None,
+    max_items: int,
+    page_size: int | None,
+    as_json: bool,
+    api_key: str | None,
+    profile: str | None,
+) -> None:
+    """Find the items of COLLECTION matching the notebook's filter; print each one's summary."""
+    from ..catalog.browse import describe_item, find_items, item_summary, to_json_line
+
+    found = find_items(
+        collection, Selection(classes, cloud_and_shadow, seasonal_snow),
+        max_items=max_items, page_size=page_size,
+        endpoint=Endpoint(api_key=api_key, profile=profile),
+    )  # fmt: skip
+    for item in found:
+        click.echo(to_json_line(item) if as_json else describe_item(item_summary(item)))
+
+
+@click.command(name="download-item")
+@click.argument("collection")
+@click.argument("item_id")
+@click.option(
+    "--asset", "assets", multiple=True, metavar="KEY",
+    help="Download only these assets (repeatable; with --sources, keys of the source items "
+    "too, e.g. B02 B03 B04). Default: all.",
+)  # fmt: skip
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+    default=Path(), show_default=True, help="Each item's files go to OUTPUT/<item id>/.",
+)  # fmt: skip
+@click.option(
+    "--sources", is_flag=True,
+    help="Also follow the item's 'source' links and download the linked items' assets.",
+)  # fmt: skip
+@endpoint_options
+@handle_errors
+def download_item_command(
+    collection: str,
+    item_id: str,
+    assets: tuple[str, ...],
+    out_dir: Path,
+    sources: bool,
+    api_key: str | None,
+    profile: str | None,
+) -> None:
+    """Download the assets of one item, named as the server's URLs name them."""
+    from ..catalog.browse import describe_item, item_summary
+    from ..catalog.fetch import download_item
+
+    paths = download_item(
+        collection, item_id, assets=assets or None, out_dir=out_dir, sources=sources,
+        endpoint=Endpoint(api_key=api_key, profile=profile),
+        on_item=lambda item: click.echo(describe_item(item_summary(item))), warn=_note,
+    )  # fmt: skip
+    for path in paths:
+        click.echo(f"Downloaded to {path}")
+
+
+class _DownloadBar:
+    """A click progress bar over an archive download, made once its size is known."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._bar: Any = None
+        self._done = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            self._bar = click.progressbar(length=total, label=self._label, file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+
+@click.command(name="download")
+@click.argument("collection")
+@click.option(
+    "-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+    default=Path(), show_default=True, help="Directory to download into.",
+)  # fmt: skip
+@click.option(
+    "--overwrite", is_flag=True, help="Start over instead of continuing a partial download."
+)
+@click.option(
+    "--progress/--no-progress", default=None,
+    help="Show a progress bar. Default: when stderr is a terminal.",
+)  # fmt: skip
+@endpoint_options
+@handle_errors
+def download_command(
+    collection: str,
+    out_dir: Path,
+    overwrite: bool,
+    progress: bool | None,
+    api_key: str | None,
+    profile: str | None,
+) -> None:
+    """Download the archive of COLLECTION (archive endpoint) into OUTPUT, resumably.
+
+    A partial download (<name>.partial) is continued with a Range request; the finished file
+    is checked against the server's size before it gets its name.
+    """
+    from ..catalog.fetch import download_archive
+    from .progress import human_bytes
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = _DownloadBar(collection) if show else None
+    try:
+        path = download_archive(
+            collection, out_dir=out_dir, overwrite=overwrite,
+            endpoint=Endpoint(api_key=api_key, profile=profile), progress=bar, warn=_note,
+        )  # fmt: skip
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(f"{path} ({human_bytes(path.stat().st_size)})")

@@ -1,0 +1,78 @@
+"""What every ``ingest`` subcommand shares: the error edge (one line on stderr and an exit code,
+a traceback only with ``--debug``) and the options several commands take."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from ..errors import EXIT_INTERRUPTED, IngestError
+from ..sources.download import redact
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _parse_storage_options(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return {}
+    try:
+        options = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc})") from None
+    if not isinstance(options, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"anon\": false}'")
+    return options
+
+
+storage_options_option = click.option(
+    "--storage-options",
+    metavar="JSON",
+    callback=_parse_storage_options,
+    help="fsspec options for a store URL (s3://, gs://), as a JSON object, e.g. "
+    '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}\'.',
+)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"error: {redact(message)}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func: F) -> F:
+    """Turn the tool's errors into a one-line message and its exit code at the edge."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except IngestError as exc:
+            if debug:
+                raise
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            _fail(
+                "interrupted: the store is left unfinished; continue it with the same command "
+                "and --resume",
+                EXIT_INTERRUPTED,
+            )
+        return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def endpoint_options(func: F) -> F:
+    """--api-key and --profile: the key is resolved as radiant-mlhub does, and never printed."""
+    func = click.option(
+        "--profile", help="Profile of the MLHub profiles file to take the API key from."
+    )(func)
+    return click.option(
+        "--api-key", envvar=None, help="MLHub API key (else MLHUB_API_KEY or the profile)."
+    )(func)

@@ -1,0 +1,325 @@
+"""The ``ingest`` command. Each subcommand maps its options onto the library and calls it; errors
+become one line on stderr and an exit code (see the README) — a traceback only with ``--debug``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..config import DEFAULT_SHARD_SIZE, RunConfig, default_workers
+from ..errors import StoreError
+from ..layouts.mlhub import Selection
+from ..nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
+from ..sources.download import redact
+from ..sources.endpoint import Endpoint
+from .catalog import (
+    collections_command,
+    download_command,
+    download_item_command,
+    items_command,
+)
+from .common import handle_errors, storage_options_option
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="ingest")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+def main(debug: bool) -> None:
+    """Ingest BigEarthNet from Radiant MLHub archives into one analysis-ready Zarr store.
+
+    Exit codes: 0 success, 1 unexpected, 2 usage, 3 input data, 4 network or API key,
+    5 store, 130 interrupted.
+    """
+
+
+@main.command()
+@click.argument("store", metavar="STORE")
+@click.option(
+    "--labels-archive",
+    metavar="PATH_OR_URL",
+    help="Read the labels archive from a local .tar/.tar.gz or an http(s) URL "
+    "instead of the archive endpoint.",
+)
+@click.option(
+    "--source-archive",
+    metavar="PATH_OR_URL",
+    help="Read the source archive from a local .tar/.tar.gz or an http(s) URL.",
+)
+@click.option("--labels-collection", default=LABELS_COLLECTION, show_default=True)
+@click.option("--source-collection", default=SOURCE_COLLECTION, show_default=True)
+@click.option(
+    "--classes",
+    "classes",
+    multiple=True,
+    metavar="NAME",
+    help="Keep patches having ANY of these classes (repeatable).",
+)
+@click.option(
+    "--cloud-and-shadow/--no-cloud-and-shadow",
+    default=None,
+    help="Keep only patches with (or without) cloud or shadow. Default: no filter.",
+)
+@click.option(
+    "--seasonal-snow/--no-seasonal-snow",
+    default=None,
+    help="Keep only patches with (or without) seasonal snow. Default: no filter.",
+)
+@click.option("--limit", type=click.IntRange(min=0), help="Write at most N samples.")
+@click.option(
+    "--labels-only", is_flag=True, help="Write the label variables alone, from the labels archive."
+)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_SHARD_SIZE,
+    show_default=True,
+    help="Samples per shard of the band arrays.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help=f"Writer processes (0 = write in the reader). [default: {default_workers()}]",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["fail", "skip"]),
+    default="fail",
+    show_default=True,
+    help="On a bad item: stop, or leave it out and list it in the store's 'skipped'.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue an unfinished store (after a crash, Ctrl-C or kill) with the same options; "
+    "finished shards are kept.",
+)
+@click.option(
+    "--via",
+    type=click.Choice(["archive", "items"]),
+    default="archive",
+    show_default=True,
+    help="archive: stream both collection archives. items: take the label items from the items "
+    "API and fetch only the selected source items' bands (a subset without the 71 GB archive; "
+    "samples in label order).",
+)
+@click.option(
+    "--cluster",
+    "--scheduler",
+    "cluster",
+    metavar="local:N|ADDRESS",
+    help="Write the shards as tasks on dask.distributed: local:N starts a LocalCluster of N "
+    "workers, else the address of a running scheduler (tcp://host:8786). Default: --workers.",
+)
+@storage_options_option
+@click.option("--api-key", envvar=None, help="MLHub API key (else MLHUB_API_KEY or the profile).")
+@click.option("--profile", help="Profile of the MLHub profiles file to take the API key from.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress line. Default: when stderr is a terminal.",
+)
+@handle_errors
+def run(
+    store: str,
+    labels_archive: str | None,
+    source_archive: str | None,
+    labels_collection: str,
+    source_collection: str,
+    classes: tuple[str, ...],
+    cloud_and_shadow: bool | None,
+    seasonal_snow: bool | None,
+    limit: int | None,
+    labels_only: bool,
+    shard_size: int,
+    workers: int | None,
+    on_error: str,
+    overwrite: bool,
+    api_key: str | None,
+    profile: str | None,
+    progress: bool | None,
+    resume: bool,
+    via: str,
+    cluster: str | None,
+    storage_options: dict[str, Any],
+) -> None:
+    """Stream both collection archives into the Zarr store STORE (a path or an fsspec URL such
+    as s3://bucket/bigearthnet.zarr).
+
+    By default the archives come from the MLHub archive endpoint (MLHUB_ROOT_URL, key from
+    --api-key, MLHUB_API_KEY or the profiles file); nothing is extracted to disk.
+    """
+    from ..errors import UsageError
+    from ..pipeline import run as run_pipeline
+    from .progress import ProgressLine, summary
+
+    if resume and overwrite:
+        raise UsageError("--resume and --overwrite exclude each other")
+
+    config = RunConfig(
+        store=store,
+        labels_archive=labels_archive,
+        source_archive=source_archive,
+        labels_collection=labels_collection,
+        source_collection=source_collection,
+        selection=Selection(classes, cloud_and_shadow, seasonal_snow, limit),
+        labels_only=labels_only,
+        shard_size=shard_size,
+        overwrite=overwrite,
+        resume=resume,
+        workers=default_workers() if workers is None else workers,
+        on_error="skip" if on_error == "skip" else "fail",
+        endpoint=Endpoint(api_key=api_key, profile=profile),
+        via="items" if via == "items" else "archive",
+        storage_options=storage_options,
+        cluster=cluster,
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    report = run_pipeline(
+        config,
+        progress=ProgressLine(sys.stderr) if show else None,
+        warn=lambda message: click.echo(f"warning: {redact(message)}", err=True),
+        note=lambda message: click.echo(message, err=True),
+    )
+    click.echo(summary(report))
+
+
+@main.command()
+@click.argument("store", metavar="STORE")
+@storage_options_option
+@handle_errors
+def verify(store: str, storage_options: dict[str, Any]) -> None:
+    """Check STORE (a path or an fsspec URL) against the store contract; exit 5 listing the
+    first problems."""
+    from ..store.location import StoreLocation
+    from ..store.verify import check
+
+    problems = check(StoreLocation.of(store, storage_options))
+    if problems:
+        for problem in problems[:20]:
+            click.echo(f"  {problem}", err=True)
+        raise StoreError(f"{store}: {len(problems)} problem(s), first: {problems[0]}")
+    click.echo(f"{store}: valid store (contract v1, complete)")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--real", is_flag=True, help="The 6 real example patches of bigearthnet-common.")
+@click.option("--patches", type=click.IntRange(min=1), help="N synthetic patches.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--flags",
+    type=click.Choice(["string", "bool"]),
+    default="string",
+    show_default=True,
+    help="Write cloud/snow flags as 'true'/'false' strings or JSON booleans.",
+)
+@click.option(
+    "--label-order",
+    type=click.Choice(["same", "reversed", "shuffled"]),
+    default="same",
+    show_default=True,
+    help="Order of the label items relative to the source items.",
+)
+@click.option(
+    "--band-layout",
+    type=click.Choice(["stripped", "cog", "bigendian"]),
+    default="stripped",
+    show_default=True,
+    help="How band GeoTIFFs are encoded.",
+)
+@click.option("--extra-b10", is_flag=True, help="Add a B10 band file and asset to source items.")
+@handle_errors
+def sample(
+    directory: Path,
+    real: bool,
+    patches: int | None,
+    seed: int,
+    flags: str,
+    label_order: str,
+    band_layout: str,
+    extra_b10: bool,
+) -> None:
+    """Write sample MLHub archives (labels and source .tar.gz) into DIRECTORY."""
+    from ..errors import UsageError
+    from ..testing.samples import SampleOptions, write_real_sample, write_synthetic_sample
+
+    if real == (patches is not None):
+        raise UsageError("give exactly one of --real and --patches N")
+    options = SampleOptions(
+        flags=flags,  # type: ignore[arg-type]  # click.Choice guarantees the literals
+        label_order=label_order,  # type: ignore[arg-type]
+        band_layout=band_layout,  # type: ignore[arg-type]
+        extra_b10=extra_b10,
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    if real:
+        archives = write_real_sample(directory, options)
+    else:
+        assert patches is not None
+        archives = write_synthetic_sample(directory, patches, seed, options)
+    click.echo(f"{archives.labels}\n{archives.source}\n{len(archives.patches):,} patches")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8000,
+    show_default=True,
+    help="0 picks a free port.",
+)
+@click.option("--api-key", help="Require this key (?key=) like MLHub did.")
+@handle_errors
+def serve(directory: Path, host: str, port: int, api_key: str | None) -> None:
+    """Serve every <collection>.tar.gz in DIRECTORY as the MLHub API would (the emulator)."""
+    from ..testing.emulator import serve_forever
+
+    def ready(root_url: str) -> None:
+        click.echo(f"MLHUB_ROOT_URL={root_url}")
+        click.echo("serving; press Ctrl-C to stop", err=True)
+
+    serve_forever(directory, host=host, port=port, api_key=api_key, on_ready=ready)
+
+
+@main.command(name="classes")
+@click.option("--nineteen", is_flag=True, help="The 19-class nomenclature instead of the 43.")
+def classes_command(nineteen: bool) -> None:
+    """List the class names that --classes accepts (canonical order)."""
+    from ..nomenclature import CLASSES_19, CLASSES_43
+
+    for i, name in enumerate(CLASSES_19 if nineteen else CLASSES_43):
+        click.echo(f"{i:2d}  {name}")
+
+
+@main.command()
+@click.argument("store", metavar="STORE")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE.png",
+    help="Also write a figure: class frequencies and up to 16 true-colour patches.",
+)
+@storage_options_option
+@handle_errors
+def info(store: str, plot_path: Path | None, storage_options: dict[str, Any]) -> None:
+    """Summarise the store STORE (a path or an fsspec URL): samples, completeness, class, flag and
+    split counts, size on disk, chunk and shard layout."""
+    from ..read.info import plot, render, summary
+
+    click.echo(render(summary(store, storage_options)))
+    if plot_path is not None:
+        plot(store, plot_path, storage_options)
+        click.echo(f"figure: {plot_path}")
+
+
+for _command in (collections_command, items_command, download_item_command, download_command):
+    main.add_command(_command)

@@ -1,0 +1,350 @@
+"""The ``ds.ben`` accessor: selection, labels, georeferenced patches, true colour and training
+batches on a store opened with :func:`ingest.open_store`.
+
+Everything here keeps the store's cost model: selections are computed from the small label,
+flag and split arrays and return ``ds.isel(...)`` with the band arrays still lazy; single patches
+read one inner chunk per band array; :meth:`BenAccessor.batches` reads whole dask chunks
+(= shards) and shuffles within a window of them, never sample by sample.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from ..nomenclature import BAND_GROUPS, BandGroup
+
+__all__ = ["SPLITS", "Batch", "BenAccessor", "selection_mask"]
+
+#: The official split names (the wheel's ``val.csv`` is ``validation`` here, as in reBEN).
+SPLITS = ("train", "validation", "test")
+_GROUPS: dict[str, BandGroup] = {g.resolution: g for g in BAND_GROUPS}
+#: The true-colour bands, red, green, blue.
+_RGB = ("B04", "B03", "B02")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch: pixels per band array, label vectors, and where the samples came from."""
+
+    bands: Mapping[str, np.ndarray]
+    """Array name (``bands_10m`` …) -> (batch, bands, y, x) uint16."""
+    labels: np.ndarray
+    """(batch, 43) bool, or (batch, 19) with ``nineteen=True``; columns in canonical order."""
+    index: np.ndarray
+    """(batch,) int64 positions of the samples in the dataset the batches were drawn from."""
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def take(self, part: slice) -> Batch:
+        return Batch(
+            {k: v[part] for k, v in self.bands.items()}, self.labels[part], self.index[part]
+        )
+
+    def join(self, other: Batch) -> Batch:
+        return Batch(
+            {k: np.concatenate([v, other.bands[k]]) for k, v in self.bands.items()},
+            np.concatenate([self.labels, other.labels]),
+            np.concatenate([self.index, other.index]),
+        )
+
+
+def selection_mask(
+    labels: np.ndarray,
+    names: Sequence[str],
+    classes: Sequence[str] = (),
+    *,
+    all_of: bool = False,
+    cloud_and_shadow: tuple[np.ndarray, bool | None] | None = None,
+    seasonal_snow: tuple[np.ndarray, bool | None] | None = None,
+    split: tuple[np.ndarray, Sequence[str]] | None = None,
+) -> np.ndarray:
+    """The notebook's ``filter_item`` as a boolean mask over samples.
+
+    ``labels`` is (n, classes) bool with columns named ``names``. A patch is kept when it has ANY
+    of ``classes`` (ALL of them with ``all_of``; no classes = no class filter), when each flag
+    given as ``(values, wanted)`` with ``wanted`` not None equals ``wanted``, and when its split is
+    one of the wanted ones. Raises ValueError for an unknown class name.
+    """
+    mask = np.ones(labels.shape[0], dtype=bool)
+    if classes:
+        column = {name: i for i, name in enumerate(names)}
+        unknown = [c for c in classes if c not in column]
+        if unknown:
+            raise ValueError(f"unknown class name {unknown[0]!r} (see `ingest classes`)")
+        chosen = labels[:, [column[c] for c in classes]]
+        mask &= chosen.all(axis=1) if all_of else chosen.any(axis=1)
+    for flag in (cloud_and_shadow, seasonal_snow):
+        if flag is not None and flag[1] is not None:
+            mask &= np.asarray(flag[0], dtype=bool) == flag[1]
+    if split is not None:
+        mask &= np.isin(np.asarray(split[0]).astype(object), list(split[1]))
+    return mask
+
+
+@xr.register_dataset_accessor("ben")  # type: ignore[no-untyped-call]
+class BenAccessor:
+    """BigEarthNet helpers on a Dataset opened with :func:`ingest.open_store` (``ds.ben``)."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._ds = ds
+
+    # --- selection and labels -------------------------------------------------------------------
+
+    def select(
+        self,
+        classes: str | Sequence[str] | None = None,
+        cloud_and_shadow: bool | None = None,
+        seasonal_snow: bool | None = None,
+        all_of: bool = False,
+        split: str | Sequence[str] | None = None,
+        *,
+        nineteen: bool = False,
+    ) -> xr.Dataset:
+        """The samples matching the notebook's ``filter_item``, as ``ds.isel(sample=...)``.
+
+        ``classes``: 43-class names (19-class names with ``nineteen=True``), ANY of them by
+        default, ALL of them with ``all_of=True``. ``cloud_and_shadow`` / ``seasonal_snow``: None
+        does not filter, True/False keeps only patches with that flag value. ``split``: one or
+        more of ``train``, ``validation``, ``test`` ("" for patches in no split); needs the
+        store's optional ``split`` coordinate. Only the label, flag and split arrays are read;
+        the band arrays of the result are still lazy.
+        """
+        ds = self._ds
+        wanted_classes = [classes] if isinstance(classes, str) else list(classes or ())
+        splits = None
+        if split is not None:
+            if "split" not in ds.variables:
+                raise ValueError(
+                    "the store has no split coordinate (it was written without the official "
+                    "BigEarthNet tables); select on classes and flags only"
+                )
+            splits = [split] if isinstance(split, str) else list(split)
+            unknown = [s for s in splits if s not in (*SPLITS, "")]
+            if unknown:
+                raise ValueError(f"unknown split {unknown[0]!r}: use one of {', '.join(SPLITS)}")
+        labels, names = self._label_table(nineteen) if wanted_classes else (None, ())
+        n = ds.sizes["sample"]
+        mask = selection_mask(
+            labels if labels is not None else np.zeros((n, 0), dtype=bool),
+            names,
+            wanted_classes,
+            all_of=all_of,
+            cloud_and_shadow=self._flag("cloud_and_shadow", cloud_and_shadow),
+            seasonal_snow=self._flag("seasonal_snow", seasonal_snow),
+            split=None if splits is None else (ds["split"].values, splits),
+        )
+        return ds.isel(sample=np.flatnonzero(mask))
+
+    def labels_of(self, i: int, *, nineteen: bool = False) -> list[str]:
+        """The class names of sample ``i`` (position in this dataset), canonical order."""
+        var, dim = ("labels19", "label19") if nineteen else ("labels", "label")
+        row = np.asarray(self._ds[var].isel(sample=i).values, dtype=bool)
+        return [str(name) for name in np.asarray(self._ds[dim].values)[row]]
+
+    def _label_table(self, nineteen: bool) -> tuple[np.ndarray, list[str]]:
+        var, dim = ("labels19", "label19") if nineteen else ("labels", "label")
+        names = [str(n) for n in self._ds[dim].values]
+        return np.asarray(self._ds[var].values, dtype=bool), names
+
+    def _flag(self, name: str, wanted: bool | None) -> tuple[np.ndarray, bool | None] | None:
+        if wanted is None:
+            return None  # not read at all
+        return np.asarray(self._ds[name].values, dtype=bool), wanted
+
+    # --- single patches ---------------------------------------------------------------------------
+
+    def patch(self, i: int, resolution: str = "10m") -> xr.DataArray:
+        """Sample ``i`` at one resolution as a (band, y, x) DataArray, georeferenced.
+
+        x and y are pixel centres in the patch's UTM CRS (x = x_ul + (col + 0.5)·gsd,
+        y = y_ul − (row + 0.5)·gsd); the CRS (``EPSG:<epsg>``) and the affine transform are
+        written through rioxarray, so ``.rio.to_raster(path)`` writes a GeoTIFF with the original
+        band files' pixels, CRS and transform. Reads one inner chunk.
+        """
+        from affine import Affine
+        from rioxarray.raster_array import RasterArray
+
+        group = self._group(resolution)
+        ds = self._ds
+        sample = ds.isel(sample=i)
+        pixels = np.asarray(sample[group.array_name].values)
+        epsg = int(sample["epsg"].values)
+        x_ul, y_ul = float(sample["x_ul"].values), float(sample["y_ul"].values)
+        centres = np.arange(group.size) + 0.5
+        patch = xr.DataArray(
+            pixels,
+            dims=("band", "y", "x"),
+            coords={
+                "band": [str(b) for b in ds[f"band_{group.resolution}"].values],
+                "y": y_ul - centres * group.gsd,
+                "x": x_ul + centres * group.gsd,
+            },
+            name=str(sample["patch_id"].values) if "patch_id" in ds.variables else None,
+        )
+        raster = RasterArray(patch)
+        raster.write_crs(f"EPSG:{epsg}", inplace=True)
+        raster.write_transform(Affine(group.gsd, 0.0, x_ul, 0.0, -group.gsd, y_ul), inplace=True)
+        return patch
+
+    def rgb(self, i: int, low: float = 0.0, high: float = 2750.0) -> np.ndarray:
+        """Sample ``i`` as an 8-bit true-colour image, (120, 120, 3) uint8, RGB = B04, B03, B02.
+
+        The stretch is fixed and linear: digital numbers (L2A reflectance × 10,000) are clipped
+        to ``[low, high]`` and mapped to 0–255, by default [0, 2750], i.e. reflectance 0–0.275.
+        Fixed rather than per-image (e.g. 2–98 percentiles) so that patches stay comparable side
+        by side — a water patch stays dark and a bright field bright — and one cloudy corner does
+        not grey out the rest of a 120 × 120 patch; 0.275 keeps the vegetation, soil and urban
+        reflectances of the visible bands in range and saturates only cloud, snow and bright sand.
+        """
+        if not high > low:
+            raise ValueError(f"rgb stretch needs high > low, got [{low}, {high}]")
+        bands = self._ds[self._group("10m").array_name].isel(sample=i)
+        pixels = np.asarray(bands.sel(band_10m=list(_RGB)).values, dtype=np.float32)
+        scaled = np.clip((pixels - low) / (high - low), 0.0, 1.0) * 255.0
+        image: np.ndarray = np.rint(scaled).astype(np.uint8).transpose(1, 2, 0)
+        return image
+
+    def _group(self, resolution: str) -> BandGroup:
+        group = _GROUPS.get(resolution)
+        if group is None:
+            raise ValueError(f"unknown resolution {resolution!r}: use one of {', '.join(_GROUPS)}")
+        if group.array_name not in self._ds.variables:
+            raise ValueError(f"the dataset has no {group.array_name} (a labels-only store?)")
+        return group
+
+    # --- training batches -------------------------------------------------------------------------
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        window: int = 4,
+        resolution: str | Sequence[str] = ("10m", "20m", "60m"),
+        nineteen: bool = False,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        """Every sample once, in batches of ``batch_size``, read shard by shard.
+
+        The dataset's dask chunks along ``sample`` are the unit of reading: one per shard with
+        :func:`open_store`; after :meth:`select`, dask regroups the kept samples into chunks of
+        about a shard, each drawn from a run of neighbouring shards. Their order is shuffled,
+        ``window`` of them are read at a time (one read per chunk and band array, all in one
+        dask compute; the next window is read in the background while this one is consumed),
+        and the samples are shuffled within the window, so memory stays at about two windows
+        (4 shards of 256: ≈ 165 MB each). Every sample comes exactly once per pass;
+        deterministic for a ``seed``; ``shuffle=False`` keeps dataset order. The last batch is
+        short unless ``drop_last``. Works on any Dataset with these arrays, dask-backed or not.
+        """
+        if batch_size < 1 or window < 1:
+            raise ValueError(f"batch_size and window must be >= 1, got {batch_size}, {window}")
+        resolutions = (resolution,) if isinstance(resolution, str) else tuple(resolution)
+        names = [self._group(r).array_name for r in resolutions]
+        labels = self._label_table(nineteen)[0]
+        plan = _plan(_blocks(self._ds, names), window=window, shuffle=shuffle, seed=seed)
+        return _batches(self._ds, names, labels, plan, batch_size, drop_last)
+
+
+def _blocks(ds: xr.Dataset, names: Sequence[str]) -> list[tuple[int, int]]:
+    """``[start, stop)`` of the reading units along ``sample``: the first band array's dask
+    chunks, else its shard length, else the whole dataset."""
+    n = ds.sizes["sample"]
+    sizes: Sequence[int] = (n,)
+    if names:
+        array = ds[names[0]]
+        if array.chunks is not None:
+            sizes = array.chunks[0]
+        else:
+            length = (array.encoding.get("shards") or array.encoding.get("chunks") or (n,))[0]
+            sizes = [min(length, n - a) for a in range(0, n, max(length, 1))]
+    edges = np.cumsum([0, *sizes])
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
+
+
+@dataclass(frozen=True)
+class _Window:
+    blocks: tuple[tuple[int, int], ...]
+    """The blocks to read, in dataset order."""
+    order: np.ndarray
+    """Positions within the concatenated blocks, in the order to yield them."""
+
+
+def _plan(blocks: list[tuple[int, int]], *, window: int, shuffle: bool, seed: int) -> list[_Window]:
+    """Shuffle the blocks, cut them into windows, shuffle the samples of each window."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
+    plan = []
+    for w in range(0, len(order), window):
+        chosen = tuple(sorted(blocks[int(k)] for k in order[w : w + window]))
+        size = sum(b - a for a, b in chosen)
+        plan.append(_Window(chosen, rng.permutation(size) if shuffle else np.arange(size)))
+    return plan
+
+
+def _load(ds: xr.Dataset, names: Sequence[str], labels: np.ndarray, window: _Window) -> Batch:
+    """One window, read in one dask compute, in the window's shuffled order."""
+    # Variables, not DataArrays: computing a DataArray would also read its sample coordinates.
+    parts = [
+        ds.variables[name].isel(sample=slice(a, b)) for name in names for a, b in window.blocks
+    ]
+    computed: tuple[Any, ...] = dask.compute(*parts)  # type: ignore[attr-defined,no-untyped-call]
+    # Scatter each block straight to its shuffled rows: one copy, no concatenation first.
+    destination = np.empty_like(window.order)
+    destination[window.order] = np.arange(len(window.order))
+    edges = np.cumsum([0, *(b - a for a, b in window.blocks)])
+    bands = {}
+    for k, name in enumerate(names):
+        count = len(window.blocks)
+        blocks = [np.asarray(c.values) for c in computed[k * count : (k + 1) * count]]
+        out = np.empty((len(window.order), *blocks[0].shape[1:]), dtype=blocks[0].dtype)
+        for block, a, b in zip(blocks, edges[:-1], edges[1:], strict=True):
+            out[destination[a:b]] = block
+        bands[name] = out
+    index = np.concatenate([np.arange(a, b) for a, b in window.blocks])[window.order]
+    return Batch(bands, labels[index], index.astype(np.int64))
+
+
+def _batches(
+    ds: xr.Dataset,
+    names: Sequence[str],
+    labels: np.ndarray,
+    plan: list[_Window],
+    batch_size: int,
+    drop_last: bool,
+) -> Iterator[Batch]:
+    carry: Batch | None = None
+    # One background thread reads the next window while the caller consumes this one.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ben-batches") as pool:
+        pending: Future[Batch] | None = (
+            pool.submit(_load, ds, names, labels, plan[0]) if plan else None
+        )
+        for w in range(len(plan)):
+            assert pending is not None
+            current = pending.result()
+            pending = (
+                pool.submit(_load, ds, names, labels, plan[w + 1]) if w + 1 < len(plan) else None
+            )
+            start = 0
+            if carry is not None:  # complete the short batch left over from the last window
+                start = min(batch_size - len(carry), len(current))
+                carry = carry.join(current.take(slice(0, start)))
+                if len(carry) < batch_size:
+                    continue
+                yield carry
+                carry = None
+            while start + batch_size <= len(current):
+                yield current.take(slice(start, start + batch_size))
+                start += batch_size
+            carry = current.take(slice(start, None)) if start < len(current) else None
+    if carry is not None and not drop_last:
+        yield carry

@@ -1,0 +1,319 @@
+"""The ``ds.ben`` accessor: lazy selection against a reference from the item JSON, labels,
+GeoTIFF round trips against the original real band files, true colour, and training batches."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+import zarr
+
+from ingest.layouts.mlhub import as_flag
+from ingest.nomenclature import BAND_GROUPS, CLASS_43_TO_19, CLASSES_19, CLASSES_43
+from ingest.read.reading import open_store
+from ingest.testing.samples import SampleArchives
+from tests.conftest import item_documents
+from tests.read.test_reading import counting
+
+
+def reference(archives: SampleArchives) -> dict[str, tuple[set[str], bool, bool]]:
+    """patch -> (classes, cloud_and_shadow, seasonal_snow), read from the label items' JSON."""
+    facts = {}
+    for doc in item_documents(archives.labels):
+        if doc.get("type") != "Feature":
+            continue
+        props = doc["properties"]
+        patch = doc["id"].removeprefix("bigearthnet_v1_labels_")
+        facts[patch] = (
+            set(props["labels"]),
+            as_flag(props["cloud_and_shadow"]),
+            as_flag(props["seasonal_snow"]),
+        )
+    return facts
+
+
+def keeps(
+    fact: tuple[set[str], bool, bool],
+    classes: tuple[str, ...],
+    cloud: bool | None,
+    snow: bool | None,
+    all_of: bool,
+) -> bool:
+    """The notebook's filter_item, written out once more, on one item."""
+    labels, is_cloudy, is_snowy = fact
+    if classes and not (all if all_of else any)(c in labels for c in classes):
+        return False
+    if cloud is not None and is_cloudy != cloud:
+        return False
+    return snow is None or is_snowy == snow
+
+
+SELECTIONS = [
+    (("Coniferous forest",), None, None, False),
+    (("Pastures", "Peatbogs", "Mixed forest"), None, None, False),
+    (("Coniferous forest", "Mixed forest"), None, None, True),
+    ((), None, True, False),
+    ((), False, False, False),
+    ((), True, None, False),
+    (("Non-irrigated arable land", "Sea and ocean"), None, False, False),
+]
+
+
+@pytest.mark.parametrize(("classes", "cloud", "snow", "all_of"), SELECTIONS)
+def test_select_matches_the_item_json_and_reads_no_band_chunk(
+    small_shards: Path,
+    synthetic_sample: SampleArchives,
+    classes: tuple[str, ...],
+    cloud: bool | None,
+    snow: bool | None,
+    all_of: bool,
+) -> None:
+    store = counting(small_shards)
+    ds = open_store(store)
+    chosen = ds.ben.select(
+        classes=list(classes), cloud_and_shadow=cloud, seasonal_snow=snow, all_of=all_of
+    )
+    assert store.band_reads() == []  # only labels and flags were read
+    facts = reference(synthetic_sample)
+    expected = [
+        p for p in synthetic_sample.patches if keeps(facts[p], classes, cloud, snow, all_of)
+    ]
+    assert chosen["patch_id"].values.tolist() == expected
+    assert chosen.sizes["sample"] == len(expected)
+    assert store.band_reads() == []  # patch ids come from their own small array
+    assert chosen["bands_10m"].chunks is not None  # still lazy
+    if expected:  # computing the selection reads the band shards, and the right samples
+        full = np.asarray(zarr.open_array(small_shards, path="bands_60m")[...])
+        positions = [synthetic_sample.patches.index(p) for p in expected]
+        assert np.array_equal(chosen["bands_60m"].values, full[positions])
+        assert store.band_reads() != []
+
+
+def test_the_selections_are_not_trivial(synthetic_sample: SampleArchives) -> None:
+    facts = reference(synthetic_sample)
+    for classes, cloud, snow, all_of in SELECTIONS:
+        kept = sum(keeps(facts[p], classes, cloud, snow, all_of) for p in synthetic_sample.patches)
+        assert 0 < kept < len(synthetic_sample.patches), (classes, cloud, snow, all_of)
+
+
+def test_select_on_the_real_patches(real_store: Path) -> None:
+    ds = open_store(real_store)
+    assert ds.ben.select(seasonal_snow=True)["patch_id"].values.tolist() == [
+        "S2B_MSIL2A_20180204T94161_57_38"
+    ]
+    assert ds.ben.select(classes="Pastures")["patch_id"].values.tolist() == [
+        "S2A_MSIL2A_20170617T113321_36_85",
+        "S2A_MSIL2A_20170617T113321_4_55",
+    ]
+    nineteen = ds.ben.select(classes=["Inland waters"], nineteen=True)
+    assert nineteen["patch_id"].values.tolist() == ["S2B_MSIL2A_20170924T93020_69_24"]
+    assert ds.ben.select().sizes["sample"] == 6
+
+
+def test_select_rejects_unknown_names(real_store: Path) -> None:
+    ds = open_store(real_store)
+    with pytest.raises(ValueError, match="unknown class name 'Forest'"):
+        ds.ben.select(classes=["Forest"])
+    with pytest.raises(ValueError, match="unknown class name 'Peatbogs'"):
+        ds.ben.select(classes=["Urban fabric", "Peatbogs"], nineteen=True)  # a 43-class name
+    with pytest.raises(ValueError, match="unknown split 'val': use one of train, validation"):
+        ds.ben.select(split="val")
+    with pytest.raises(ValueError, match="the store has no split coordinate"):
+        ds.drop_vars("split").ben.select(split="train")
+
+
+def test_select_by_split(real_store: Path) -> None:
+    """The writer records the official split of the real patches (four train, one test, and
+    the snowy one in none)."""
+    ds = open_store(real_store)
+    assert ds.ben.select(split="train")["patch_id"].values.tolist() == [
+        "S2A_MSIL2A_20171221T112501_56_35",
+        "S2A_MSIL2A_20170617T113321_36_85",
+        "S2B_MSIL2A_20170924T93020_69_24",
+        "S2A_MSIL2A_20170617T113321_4_55",
+    ]
+    chosen = ds.ben.select(split=["test", "validation"], classes=["Non-irrigated arable land"])
+    assert chosen["patch_id"].values.tolist() == ["S2A_MSIL2A_20170613T101031_87_48"]
+    assert ds.ben.select(split="", seasonal_snow=True).sizes["sample"] == 1
+    assert ds.ben.select(split="validation").sizes["sample"] == 0
+
+
+def test_labels_of_are_the_item_labels(real_store: Path, real_sample: SampleArchives) -> None:
+    ds = open_store(real_store)
+    facts = reference(real_sample)
+    for i, patch in enumerate(ds["patch_id"].values.tolist()):
+        names = ds.ben.labels_of(i)
+        assert set(names) == facts[patch][0]
+        assert names == sorted(names, key=CLASSES_43.index)  # canonical order
+        mapped = [CLASS_43_TO_19[CLASSES_43.index(n)] for n in names]
+        assert ds.ben.labels_of(i, nineteen=True) == [
+            CLASSES_19[t] for t in sorted(set(mapped)) if t >= 0
+        ]
+    assert ds.ben.labels_of(0) == [
+        "Complex cultivation patterns",
+        "Land principally occupied by agriculture, with significant areas of natural vegetation",
+        "Broad-leaved forest",
+        "Transitional woodland/shrub",
+    ]
+    assert ds.ben.labels_of(2, nineteen=True) == [
+        "Coniferous forest",
+        "Mixed forest",
+        "Transitional woodland, shrub",
+        "Inland wetlands",
+        "Inland waters",
+    ]
+
+
+#: rioxarray 0.19 (the last for Python 3.11) builds transforms with ``Affine * Affine``, which
+#: affine 3 flags as pending deprecation; nothing the accessor does can avoid it.
+RIOXARRAY_AFFINE = pytest.mark.filterwarnings(
+    "ignore:Use `@` matmul instead of `\\*` mul operator:PendingDeprecationWarning"
+)
+
+
+@RIOXARRAY_AFFINE
+@pytest.mark.parametrize("group", BAND_GROUPS, ids=lambda g: g.resolution)
+def test_patch_to_raster_round_trips_the_original_band_files(
+    real_store: Path, real_by_name: dict[str, Any], tmp_path: Path, group: Any
+) -> None:
+    ds = open_store(real_store)
+    for i, patch_id in enumerate(ds["patch_id"].values.tolist()):
+        patch = ds.ben.patch(i, resolution=group.resolution)
+        assert patch.dims == ("band", "y", "x") and patch.name == patch_id
+        assert patch["band"].values.tolist() == list(group.bands)
+        written = tmp_path / f"{patch_id}_{group.resolution}.tif"
+        patch.rio.to_raster(written)
+        with rasterio.open(written) as out:
+            assert out.count == len(group.bands) and out.dtypes[0] == "uint16"
+            for k, band in enumerate(group.bands, start=1):
+                original = tmp_path / f"{patch_id}_{band}.tif"
+                original.write_bytes(real_by_name[patch_id].bands[band])
+                with rasterio.open(original) as src:
+                    assert np.array_equal(out.read(k), src.read(1)), (patch_id, band)
+                    assert out.crs == src.crs and out.crs.to_epsg() == int(ds["epsg"][i])
+                    assert out.transform == src.transform
+                    assert (out.width, out.height) == (src.width, src.height)
+
+
+@RIOXARRAY_AFFINE
+def test_patch_coordinates_are_pixel_centres(real_store: Path) -> None:
+    ds = open_store(real_store)
+    patch = ds.ben.patch(4, resolution="20m")
+    x_ul, y_ul = float(ds["x_ul"][4]), float(ds["y_ul"][4])
+    assert (x_ul, y_ul) == (404400.0, 5342400.0)
+    assert patch["x"].values[0] == x_ul + 10 and patch["x"].values[-1] == x_ul + 1200 - 10
+    assert patch["y"].values[0] == y_ul - 10 and patch["y"].values[-1] == y_ul - 1200 + 10
+    assert patch.rio.crs.to_epsg() == 32633
+    assert tuple(patch.rio.transform())[:6] == (20.0, 0.0, x_ul, 0.0, -20.0, y_ul)
+    assert patch.rio.transform() == patch.rio.transform(recalc=True)  # attribute = coordinates
+    with pytest.raises(ValueError, match="unknown resolution '30m'"):
+        ds.ben.patch(0, resolution="30m")
+
+
+def test_rgb_is_the_documented_stretch(real_store: Path, real_by_name: dict[str, Any]) -> None:
+    ds = open_store(real_store)
+    patch_id = str(ds["patch_id"].values[1])
+    originals = []
+    for band in ("B04", "B03", "B02"):
+        with rasterio.open(io.BytesIO(real_by_name[patch_id].bands[band])) as src:
+            originals.append(src.read(1).astype(np.float64))
+    dn = np.stack(originals, axis=-1)
+    image = ds.ben.rgb(1)
+    assert image.shape == (120, 120, 3) and image.dtype == np.uint8
+    assert np.array_equal(image, np.rint(np.clip(dn / 2750, 0, 1) * 255).astype(np.uint8))
+    assert 0 < image.mean() < 255
+    brighter = ds.ben.rgb(1, low=100, high=1000)
+    assert np.array_equal(brighter, np.rint(np.clip((dn - 100) / 900, 0, 1) * 255))
+    with pytest.raises(ValueError, match="high > low"):
+        ds.ben.rgb(1, low=5, high=5)
+
+
+def collect(batches: Any) -> list[Any]:
+    return list(batches)
+
+
+def test_batches_yield_every_sample_once_with_its_pixels_and_labels(small_shards: Path) -> None:
+    ds = open_store(small_shards)
+    full = {n: np.asarray(zarr.open_array(small_shards, path=n)[...]) for n in ("bands_10m", "bands_20m", "bands_60m")}  # fmt: skip
+    labels = ds["labels"].values
+    batches = collect(ds.ben.batches(7, seed=3))
+    assert [len(b) for b in batches] == [7] * 8 + [4]
+    order = np.concatenate([b.index for b in batches])
+    assert sorted(order.tolist()) == list(range(60)) and order.tolist() != list(range(60))
+    for batch in batches:
+        assert set(batch.bands) == set(full) and batch.labels.shape == (len(batch), 43)
+        assert np.array_equal(batch.labels, labels[batch.index])
+        for name, values in batch.bands.items():
+            assert values.dtype == np.uint16 and np.array_equal(values, full[name][batch.index])
+
+
+def test_batches_are_deterministic_and_shard_aware(small_shards: Path) -> None:
+    ds = open_store(small_shards)
+    first = [b.index.tolist() for b in ds.ben.batches(10, seed=1, window=2, resolution="60m")]
+    again = [b.index.tolist() for b in ds.ben.batches(10, seed=1, window=2, resolution="60m")]
+    other = [b.index.tolist() for b in ds.ben.batches(10, seed=2, window=2, resolution="60m")]
+    assert first == again and first != other
+    # With 4 shards of 16 (the last 12) and a window of 2, the first window's samples come from
+    # exactly two shards, and each shard appears in one window only.
+    order = np.concatenate(first)
+    shards_of_windows: list[set[int]] = []
+    start = 0
+    while start < len(order):
+        shards = {int(i) // 16 for i in order[start : start + 32]}
+        size = sum(min(16, 60 - 16 * s) for s in shards)
+        shards = {int(i) // 16 for i in order[start : start + size]}
+        assert len(shards) == 2
+        shards_of_windows.append(shards)
+        start += size
+    assert sorted(s for w in shards_of_windows for s in w) == [0, 1, 2, 3]
+
+
+def test_batches_read_each_shard_once(small_shards: Path) -> None:
+    store = counting(small_shards)
+    ds = open_store(store)
+    assert sum(len(b) for b in ds.ben.batches(5, seed=0)) == 60
+    reads = Counter(k for k, _ in store.band_reads())
+    assert len(reads) == 12 and set(reads.values()) == {1}  # 3 arrays x 4 shards
+
+
+def test_batches_options(small_shards: Path) -> None:
+    ds = open_store(small_shards)
+    plain = collect(ds.ben.batches(16, shuffle=False, resolution=["10m"], nineteen=True))
+    assert np.concatenate([b.index for b in plain]).tolist() == list(range(60))
+    assert set(plain[0].bands) == {"bands_10m"} and plain[0].labels.shape == (16, 19)
+    assert np.array_equal(plain[0].labels, ds["labels19"].values[:16])
+    dropped = collect(ds.ben.batches(16, drop_last=True, resolution="20m"))
+    assert [len(b) for b in dropped] == [16, 16, 16]
+    whole = collect(ds.ben.batches(100, window=10, resolution=()))
+    assert len(whole) == 1 and len(whole[0]) == 60 and whole[0].bands == {}
+    with pytest.raises(ValueError, match="batch_size and window must be >= 1"):
+        ds.ben.batches(0)
+    with pytest.raises(ValueError, match="unknown resolution"):
+        ds.ben.batches(4, resolution="5m")
+
+
+def test_batches_of_a_selection(small_shards: Path) -> None:
+    ds = open_store(small_shards)
+    chosen = ds.ben.select(seasonal_snow=False, cloud_and_shadow=False)
+    n = chosen.sizes["sample"]
+    assert 0 < n < 60
+    batches = collect(chosen.ben.batches(8, seed=5))
+    order = np.concatenate([b.index for b in batches])
+    assert sorted(order.tolist()) == list(range(n))
+    expected = chosen["bands_20m"].values
+    for batch in batches:
+        assert np.array_equal(batch.bands["bands_20m"], expected[batch.index])
+
+
+def test_accessor_on_a_dataset_without_dask(small_shards: Path) -> None:
+    """Opened without dask chunks: batches fall back to shard-sized blocks, same samples."""
+    ds = xr.open_zarr(small_shards, chunks=None)
+    batches = collect(ds.ben.batches(32, seed=0, resolution="60m"))
+    assert sorted(np.concatenate([b.index for b in batches]).tolist()) == list(range(60))
+    assert ds.ben.labels_of(0) == open_store(small_shards).ben.labels_of(0)

@@ -1,0 +1,113 @@
+"""``ingest info``: the summary's facts against the item JSON, its text, the figure."""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from ingest.cli import main
+from ingest.nomenclature import CLASSES_19, CLASSES_43
+from ingest.read.info import plot, render, summary
+from ingest.store import zarrstore as store_module
+from ingest.testing.samples import SampleArchives
+from tests.conftest import ingest_local
+from tests.read.test_accessor import reference
+
+
+@pytest.fixture(scope="module")
+def real_store(real_sample: SampleArchives, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("info") / "real.zarr"
+    ingest_local(real_sample, path, shard_size=4)
+    return path
+
+
+def test_summary_of_the_real_store(real_store: Path, real_sample: SampleArchives) -> None:
+    facts = summary(real_store)
+    assert (facts["store"], facts["complete"], facts["samples"]) == (str(real_store), True, 6)
+    classes = Counter(c for labels, _, _ in reference(real_sample).values() for c in labels)
+    assert facts["class_counts"] == {name: classes[name] for name in CLASSES_43}
+    assert list(facts["class_counts_19"]) == list(CLASSES_19)
+    assert facts["class_counts_19"]["Inland waters"] == 1
+    assert (facts["cloud_and_shadow"], facts["seasonal_snow"]) == (0, 1)
+    assert facts["split_counts"] == {"train": 4, "validation": 0, "test": 1, "": 1}
+    assert facts["size_bytes"] == sum(
+        f.stat().st_size for f in real_store.rglob("*") if f.is_file()
+    )
+    assert facts["layout"]["bands_10m"] == {
+        "shape": [6, 4, 120, 120], "dtype": "uint16",
+        "chunks": [1, 4, 120, 120], "shards": [4, 4, 120, 120],
+    }  # fmt: skip
+    assert facts["layout"]["labels"]["shards"] is None
+    assert list(facts["layout"]) == [
+        "bands_10m", "bands_20m", "bands_60m", "labels", "labels19", "cloud_and_shadow",
+        "seasonal_snow",
+    ]  # fmt: skip
+    assert facts["attributes"]["counts"]["samples"] == 6 and facts["attributes"]["skipped"] == 0
+    by_url = summary(real_store.as_uri())  # any fsspec URL
+    assert by_url["samples"] == 6 and by_url["class_counts"] == facts["class_counts"]
+
+
+def test_render(real_store: Path) -> None:
+    text = render(summary(real_store))
+    lines = text.splitlines()
+    assert lines[1:3] == ["complete:         yes", "samples:          6"]
+    assert "seasonal_snow:    1 (16.7%)" in lines and "cloud_and_shadow: 0 (0.0%)" in lines
+    assert (
+        "  bands_20m        (6, 6, 60, 60)         uint16 chunk (1, 6, 60, 60), shard (4, 6, 60, 60)"
+        in lines
+    )
+    assert "  11  3  Non-irrigated arable land" in lines
+    assert "splits:           train 4, validation 0, test 1, none 1" in lines
+
+
+def test_an_unfinished_store(tmp_path: Path) -> None:
+    path = tmp_path / "new.zarr"
+    store_module.create(path, capacity=40, shard=16, labels_only=False, attrs={})
+    facts = summary(path)
+    assert (facts["complete"], facts["samples"], facts["class_counts"]) == (False, None, None)
+    assert facts["layout"]["bands_10m"]["shape"] == [40, 4, 120, 120]
+    text = render(facts)
+    assert "complete:         NO (unfinished or interrupted" in text
+    assert "samples:          unknown (not finished)" in text
+    plot(path, tmp_path / "new.png")  # no labels, no mosaic, no warning: still a figure
+    assert png_size(tmp_path / "new.png") == (1600, 900)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the PNG signature and IHDR chunk, read by hand."""
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def test_info_command_with_a_plot(real_store: Path, tmp_path: Path) -> None:
+    figure = tmp_path / "store.png"
+    result = CliRunner().invoke(main, ["info", str(real_store), "--plot", str(figure)])
+    assert result.exit_code == 0, result.output
+    assert "samples:          6" in result.stdout and f"figure: {figure}" in result.stdout
+    assert png_size(figure) == (1600, 900)
+    assert figure.stat().st_size > 50_000  # six true-colour patches and a bar chart, not blank
+    with Image.open(figure) as image:
+        image.verify()
+    with Image.open(figure) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape == (900, 1600, 3) and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000
+
+
+def test_info_command_errors(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["info", str(tmp_path / "missing.zarr")])
+    assert result.exit_code == 5
+    assert result.stderr.startswith("error: ") and "not a Zarr v3 store" in result.stderr
+    (tmp_path / "a").mkdir()
+    store_module.create(tmp_path / "a" / "s.zarr", capacity=1, shard=1, labels_only=True, attrs={})
+    result = CliRunner().invoke(
+        main, ["info", str(tmp_path / "a" / "s.zarr"), "--plot", str(tmp_path / "no" / "x.png")]
+    )
+    assert result.exit_code == 2 and "cannot write the figure" in result.stderr

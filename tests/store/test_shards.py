@@ -1,0 +1,62 @@
+"""The hand-written shard encoder against zarr-python's own writer, byte for byte."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
+
+from ingest.store.shards import ShardEncoder, write_block
+from ingest.store.zarrstore import BAND_CODEC
+
+
+def _array(path: Path, inner: tuple[int, ...], shard: int, **kwargs: object) -> zarr.Array:  # type: ignore[type-arg]
+    return zarr.create_array(
+        str(path), shape=(3 * shard, *inner), chunks=(1, *inner), shards=(shard, *inner),
+        dtype="uint16", config={"write_empty_chunks": True}, **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("inner", [(4, 120, 120), (6, 60, 60), (2, 20, 20)])
+@pytest.mark.parametrize("count", [16, 5, 1])
+def test_identical_to_zarr_python(tmp_path: Path, inner: tuple[int, ...], count: int) -> None:
+    rng = np.random.default_rng(count)
+    block = rng.normal(1500, 400, (count, *inner)).clip(0, 65535).astype(np.uint16)
+    by_zarr = _array(tmp_path / "zarr.zarr", inner, 16, compressors=BAND_CODEC)
+    by_zarr[16 : 16 + count] = block
+    ours = _array(tmp_path / "ours.zarr", inner, 16, compressors=BAND_CODEC)
+    assert ShardEncoder.for_array(ours) is not None
+    write_block(ours, 16, block)
+    reference = (tmp_path / "zarr.zarr" / "c" / "1" / "0" / "0" / "0").read_bytes()
+    assert (tmp_path / "ours.zarr" / "c" / "1" / "0" / "0" / "0").read_bytes() == reference
+    np.testing.assert_array_equal(ours[16 : 16 + count], block)
+    assert not ours[16 + count : 32].any()
+
+
+def test_other_layouts_fall_back_to_zarr(tmp_path: Path) -> None:
+    block = np.arange(8 * 2 * 20 * 20, dtype=np.uint16).reshape(8, 2, 20, 20)
+    for name, kwargs in {
+        "zstd": {"compressors": ZstdCodec(level=3)},
+        "lz4": {"compressors": BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")},
+    }.items():
+        array = _array(tmp_path / f"{name}.zarr", (2, 20, 20), 8, **kwargs)
+        if name == "zstd":
+            assert ShardEncoder.for_array(array) is None
+        write_block(array, 8, block)
+        np.testing.assert_array_equal(array[8:16], block)
+    plain = zarr.create_array(
+        str(tmp_path / "plain.zarr"), shape=(16, 2, 20, 20), chunks=(8, 2, 20, 20), dtype="uint16"
+    )
+    assert ShardEncoder.for_array(plain) is None
+
+
+def test_block_larger_than_a_shard_is_refused(tmp_path: Path) -> None:
+    encoder = ShardEncoder.for_array(
+        _array(tmp_path / "a.zarr", (2, 20, 20), 4, compressors=BAND_CODEC)
+    )
+    assert encoder is not None
+    with pytest.raises(ValueError, match="5 samples do not fit a shard of 4"):
+        encoder.encode(np.zeros((5, 2, 20, 20), np.uint16))
