@@ -3,16 +3,12 @@ Zarr store."""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
 
 if TYPE_CHECKING:
     from .read import open_store
-
-try:
-    __version__ = version("bigearthnet-ingest")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
 
 __all__ = ["__version__", "open_store"]
 

@@ -7,8 +7,10 @@ in the canonical order of ``label_indices.json`` (the order torchgeo uses), neve
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from bigearthnet_common.constants import NEW_LABELS_ORIGINAL_ORDER, OLD2NEW_LABELS_DICT
 
 #: The 43 CORINE land-cover classes of BigEarthNet v1, canonical order.
@@ -77,3 +79,20 @@ def patch_of(item_id: str) -> str:
         if item_id.startswith(prefix):
             return item_id[len(prefix) :]
     return item_id
+
+
+def label_arrays(masks: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Expand 43-bit class masks into (n, 43) and (n, 19) boolean arrays (official mapping)."""
+    packed = np.frombuffer(b"".join(m.to_bytes(6, "little") for m in masks), dtype=np.uint8)
+    bits = np.unpackbits(packed.reshape(-1, 6), axis=1, bitorder="little")
+    labels43 = bits[:, : len(CLASSES_43)].astype(bool)
+    return labels43, labels19_of(labels43)
+
+
+def labels19_of(labels43: np.ndarray) -> np.ndarray:
+    """The 19-class view of (n, 43) labels: a 19-class target is set when any of its sources is."""
+    labels19 = np.zeros((labels43.shape[0], len(CLASSES_19)), dtype=bool)
+    for i43, i19 in enumerate(CLASS_43_TO_19):
+        if i19 >= 0:
+            labels19[:, i19] |= labels43[:, i43]
+    return labels19

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .archive.members import ArchiveItem, BadItem, CollectionDoc, Warn, parse_item_json
 from .catalog.items_feed import open_items_labels_feed, open_items_source_feed
 from .config import RunConfig, RunReport

@@ -181,7 +181,7 @@ def download_command(
     is checked against the server's size before it gets its name.
     """
     from ..catalog.fetch import download_archive
-    from .progress import human_bytes
+    from ..units import human_bytes
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = _DownloadBar(collection) if show else None

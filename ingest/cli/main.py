@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .. import __version__
+from .._version import __version__
 from ..config import DEFAULT_SHARD_SIZE, RunConfig, default_workers
 from ..errors import StoreError
 from ..layouts.mlhub import Selection

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from array import array
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -24,7 +24,7 @@ from jsonschema.exceptions import ValidationError, best_match
 
 from .. import schemas
 from ..errors import InputDataError, UsageError
-from ..nomenclature import CLASS_43_TO_19, CLASS_INDEX, CLASSES_19, CLASSES_43, patch_of
+from ..nomenclature import CLASS_INDEX, label_arrays, patch_of
 
 #: A source link: the last path segment that names an item (``.../<item_id>/stac.json`` inside an
 #: archive, ``.../items/<item_id>`` through the API).
@@ -218,20 +218,3 @@ class LabelIndex:
 
     def time_table(self, rows: Sequence[int]) -> np.ndarray:
         return np.asarray(self.times, dtype=np.int64)[np.asarray(rows, dtype=np.int64)]
-
-
-def label_arrays(masks: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Expand 43-bit class masks into (n, 43) and (n, 19) boolean arrays (official mapping)."""
-    packed = np.frombuffer(b"".join(m.to_bytes(6, "little") for m in masks), dtype=np.uint8)
-    bits = np.unpackbits(packed.reshape(-1, 6), axis=1, bitorder="little")
-    labels43 = bits[:, : len(CLASSES_43)].astype(bool)
-    return labels43, labels19_of(labels43)
-
-
-def labels19_of(labels43: np.ndarray) -> np.ndarray:
-    """The 19-class view of (n, 43) labels: a 19-class target is set when any of its sources is."""
-    labels19 = np.zeros((labels43.shape[0], len(CLASSES_19)), dtype=bool)
-    for i43, i19 in enumerate(CLASS_43_TO_19):
-        if i19 >= 0:
-            labels19[:, i19] |= labels43[:, i43]
-    return labels19

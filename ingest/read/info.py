@@ -17,8 +17,8 @@ import xarray as xr
 import zarr
 from zarr.core.sync import sync
 
-from ..cli.progress import human_bytes
 from ..errors import UsageError
+from ..units import human_bytes
 from .accessor import SPLITS, BenAccessor
 from .reading import IncompleteStoreWarning, open_group, open_store
 

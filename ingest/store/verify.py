@@ -14,7 +14,7 @@ import numpy as np
 import zarr
 
 from .. import schemas
-from ..layouts.mlhub import labels19_of
+from ..nomenclature import labels19_of
 from .location import StoreLocation, Where
 
 NOT_COMPLETE = "store is not complete (attribute 'complete' is not true)"

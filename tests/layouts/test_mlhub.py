@@ -10,8 +10,15 @@ import pytest
 
 from ingest import schemas
 from ingest.errors import InputDataError, UsageError
-from ingest.layouts.mlhub import LabelIndex, Selection, label_arrays, parse_label_item
-from ingest.nomenclature import CLASS_43_TO_19, CLASSES_19, CLASSES_43, PATCH_NAME, patch_of
+from ingest.layouts.mlhub import LabelIndex, Selection, parse_label_item
+from ingest.nomenclature import (
+    CLASS_43_TO_19,
+    CLASSES_19,
+    CLASSES_43,
+    PATCH_NAME,
+    label_arrays,
+    patch_of,
+)
 
 from ..conftest import item_documents
 
