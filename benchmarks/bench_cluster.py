@@ -33,7 +33,8 @@ from ingest.config import RunConfig
 from ingest.errors import StoreError
 from ingest.nomenclature import BAND_GROUPS
 from ingest.store import zarrstore as store
-from ingest.store.writers import Buffers, InlineWriter
+from ingest.store.buffers import Buffers
+from ingest.store.writers import InlineWriter
 from ingest.testing.samples import SampleArchives
 
 

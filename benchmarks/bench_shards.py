@@ -20,7 +20,7 @@ from pathlib import Path
 import zarr
 
 from ingest.config import default_workers
-from ingest.store.writers import SPARE_BUFFERS
+from ingest.store.buffers import SPARE_BUFFERS
 
 RAW_PATCH_BYTES = 160_000
 ARRAYS = ("bands_10m", "bands_20m", "bands_60m")

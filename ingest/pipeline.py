@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,8 +28,9 @@ from .layouts.mlhub import LabelIndex, parse_label_item
 from .layouts.tables import official_tables, preload
 from .nomenclature import patch_of
 from .store import zarrstore as store
+from .store.buffers import Buffers
 from .store.verify import NOT_COMPLETE, check
-from .store.writers import Buffers, ShardCutter, make_writer
+from .store.writers import InlineWriter, PoolWriter, ShardCutter, ShardWriter
 
 EXAMPLES = 5
 
@@ -224,6 +225,18 @@ def _read_labels(state: _Run) -> LabelIndex:
                 state.fail_or_skip(error, obj.item_id)
         state.sources.append(feed.record())
     return index
+
+
+def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
+    """The writer ``config`` asks for: a dask cluster's tasks, worker processes, or inline."""
+    location, length = config.location, config.shard_size
+    if config.cluster is not None:
+        from .store.cluster import make_dask_writer  # dask.distributed only when asked for
+
+        return make_dask_writer(config.cluster, location, length, note)
+    if config.workers <= 0:
+        return InlineWriter(location, length)
+    return PoolWriter(location, length, config.workers)
 
 
 def _ingest_source(

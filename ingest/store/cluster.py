@@ -25,8 +25,8 @@ from distributed import Client, Future, LocalCluster, wait
 
 from ..errors import StoreError, UsageError
 from . import zarrstore as store
+from .buffers import SPARE_BUFFERS, Buffers, shapes
 from .location import StoreLocation
-from .writers import SPARE_BUFFERS, Buffers, shapes
 
 #: Task retries after an exception in the task itself (a worker's death is retried by the
 #: scheduler, up to ``distributed.scheduler.allowed-failures`` times).

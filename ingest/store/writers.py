@@ -17,7 +17,6 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,21 +26,11 @@ from typing import Protocol
 
 import numpy as np
 
-from ..config import RunConfig
 from ..errors import StoreError
 from ..nomenclature import BAND_GROUPS
 from . import zarrstore as store
+from .buffers import SPARE_BUFFERS, Buffers, shapes
 from .location import StoreLocation
-
-#: Batch buffers beyond one per worker: the reader fills one while each worker writes one, and a
-#: spare absorbs jitter (measured: 2 spares ~5% faster than 1 on 2 cores, more gave nothing).
-SPARE_BUFFERS = 2
-Buffers = dict[str, np.ndarray]
-"""Band array name → a (shard length, bands, y, x) uint16 array to fill with samples."""
-
-
-def shapes(length: int) -> dict[str, tuple[int, ...]]:
-    return {g.array_name: (length, len(g.bands), g.size, g.size) for g in BAND_GROUPS}
 
 
 class ShardWriter(Protocol):
@@ -264,15 +253,3 @@ def _exit_with(parent: BaseProcess) -> None:
     parent.join()  # returns when the parent's end of the spawn pipe closes: it is gone
     with _WRITING:
         os._exit(1)
-
-
-def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
-    """The writer ``config`` asks for: a dask cluster's tasks, worker processes, or inline."""
-    location, length = config.location, config.shard_size
-    if config.cluster is not None:
-        from .cluster import make_dask_writer  # dask.distributed only when asked for
-
-        return make_dask_writer(config.cluster, location, length, note)
-    if config.workers <= 0:
-        return InlineWriter(location, length)
-    return PoolWriter(location, length, config.workers)
