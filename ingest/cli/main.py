@@ -23,6 +23,7 @@ from .catalog import (
     items_command,
 )
 from .common import handle_errors, storage_options_option
+from .testkit import sample, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -207,88 +208,6 @@ def verify(store: str, storage_options: dict[str, Any]) -> None:
     click.echo(f"{store}: valid store (contract v1, complete)")
 
 
-@main.command()
-@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--real", is_flag=True, help="The 6 real example patches of bigearthnet-common.")
-@click.option("--patches", type=click.IntRange(min=1), help="N synthetic patches.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--flags",
-    type=click.Choice(["string", "bool"]),
-    default="string",
-    show_default=True,
-    help="Write cloud/snow flags as 'true'/'false' strings or JSON booleans.",
-)
-@click.option(
-    "--label-order",
-    type=click.Choice(["same", "reversed", "shuffled"]),
-    default="same",
-    show_default=True,
-    help="Order of the label items relative to the source items.",
-)
-@click.option(
-    "--band-layout",
-    type=click.Choice(["stripped", "cog", "bigendian"]),
-    default="stripped",
-    show_default=True,
-    help="How band GeoTIFFs are encoded.",
-)
-@click.option("--extra-b10", is_flag=True, help="Add a B10 band file and asset to source items.")
-@handle_errors
-def sample(
-    directory: Path,
-    real: bool,
-    patches: int | None,
-    seed: int,
-    flags: str,
-    label_order: str,
-    band_layout: str,
-    extra_b10: bool,
-) -> None:
-    """Write sample MLHub archives (labels and source .tar.gz) into DIRECTORY."""
-    from ..errors import UsageError
-    from ..testing.samples import SampleOptions, write_real_sample, write_synthetic_sample
-
-    if real == (patches is not None):
-        raise UsageError("give exactly one of --real and --patches N")
-    options = SampleOptions(
-        flags=flags,  # type: ignore[arg-type]  # click.Choice guarantees the literals
-        label_order=label_order,  # type: ignore[arg-type]
-        band_layout=band_layout,  # type: ignore[arg-type]
-        extra_b10=extra_b10,
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    if real:
-        archives = write_real_sample(directory, options)
-    else:
-        assert patches is not None
-        archives = write_synthetic_sample(directory, patches, seed, options)
-    click.echo(f"{archives.labels}\n{archives.source}\n{len(archives.patches):,} patches")
-
-
-@main.command()
-@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--port",
-    type=click.IntRange(0, 65535),
-    default=8000,
-    show_default=True,
-    help="0 picks a free port.",
-)
-@click.option("--api-key", help="Require this key (?key=) like MLHub did.")
-@handle_errors
-def serve(directory: Path, host: str, port: int, api_key: str | None) -> None:
-    """Serve every <collection>.tar.gz in DIRECTORY as the MLHub API would (the emulator)."""
-    from ..testing.emulator import serve_forever
-
-    def ready(root_url: str) -> None:
-        click.echo(f"MLHUB_ROOT_URL={root_url}")
-        click.echo("serving; press Ctrl-C to stop", err=True)
-
-    serve_forever(directory, host=host, port=port, api_key=api_key, on_ready=ready)
-
-
 @main.command(name="classes")
 @click.option("--nineteen", is_flag=True, help="The 19-class nomenclature instead of the 43.")
 def classes_command(nineteen: bool) -> None:
@@ -321,5 +240,12 @@ def info(store: str, plot_path: Path | None, storage_options: dict[str, Any]) ->
         click.echo(f"figure: {plot_path}")
 
 
-for _command in (collections_command, items_command, download_item_command, download_command):
+for _command in (
+    collections_command,
+    items_command,
+    download_item_command,
+    download_command,
+    sample,
+    serve,
+):
     main.add_command(_command)
