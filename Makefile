@@ -21,6 +21,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check ingest tests benchmarks
 	$(BIN)/ruff format --check ingest tests benchmarks
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
