@@ -5,7 +5,7 @@ Measures on the same synthetic archives (``--patches``, default 4,000):
 
 - reader: the ingest with a writer that drops every batch (gzip, tar, join, decode: what the client
   of a cluster run does), patches/s;
-- one worker: compressing and writing whole shards (:func:`ingest.store.write_shard`) in one
+- one worker: compressing and writing whole shards (:func:`ingest.store.zarrstore.write_shard`) in one
   process, patches/s;
 - the worker count at which the reader becomes the limit: reader rate / one worker's rate;
 - ``ingest run`` as whole processes, alternating, median of ``--repeat``: the local pool

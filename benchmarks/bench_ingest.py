@@ -198,7 +198,7 @@ def warm_tables_cache(out: Path) -> None:
     machine's first does: the one-time cost of building it is printed, not measured per run."""
     os.environ["INGEST_CACHE_DIR"] = str(out / "cache")
     shutil.rmtree(out / "cache", ignore_errors=True)
-    seconds, _ = measure([sys.executable, "-c", "from ingest.tables import official_tables; "
+    seconds, _ = measure([sys.executable, "-c", "from ingest.layouts.tables import official_tables; "
                           "official_tables(['warm-up'])"])  # fmt: skip
     print(f"official tables: read from the wheel and cached in {seconds:.2f} s (once per machine)")
 
@@ -244,7 +244,7 @@ def print_table(r: dict[str, Any]) -> None:
     hours = r["projected_full_dataset_seconds"] / 3600
     print()
     print(f"{'':28s}{'seconds':>10s}{'patches/s':>12s}   (N = {n:,}, median of {r['repeat']})")
-    for key, label in (("floor", "floor (isal + tarfile)"), ("reader", "  same, ingest.tarstream"),
+    for key, label in (("floor", "floor (isal + tarfile)"), ("reader", "  same, archive.tarstream"),
                        ("local", "ingest (local archives)"),
                        ("endpoint", "ingest (archive endpoint)")):  # fmt: skip
         print(f"{label:28s}{s[key]:10.2f}{pps[key]:12,.0f}")

@@ -19,7 +19,7 @@ DEFAULT_SHARD_SIZE = 256
 
 OnError = Literal["fail", "skip"]
 #: Where the items come from: the two collection archives, or the items API (only the selected
-#: source items are fetched; see :mod:`ingest.items_feed`).
+#: source items are fetched; see :mod:`ingest.catalog.items_feed`).
 Via = Literal["archive", "items"]
 
 

@@ -1,8 +1,8 @@
 """The main job: stream the labels archive into an index, then stream the source archive, join each
 source item to its labels, decode its bands and write the store — without extracting anything.
 
-Stages (one module each): ``sources`` (bytes) → ``archive`` (members, items) → ``items`` (label
-index, selection) → ``patches`` (decoded bands) → ``writers``/``store`` (shards, metadata).
+Stages (one package each): ``sources`` (bytes) → ``archive`` (members, items) → ``layouts``
+(label items, label index, selection) → ``decode`` (decoded bands) → ``store`` (shards, metadata).
 """
 
 from __future__ import annotations

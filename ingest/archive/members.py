@@ -3,10 +3,10 @@
 An MLHub collection archive is a (usually gzip-compressed) tar holding
 ``{collection}/collection.json`` and one folder per item, ``{collection}/{item_id}/``, with the
 item's ``stac.json`` and asset files. This module reads such a stream strictly sequentially
-(:mod:`ingest.tarstream`: never seeked, so it can come straight from an HTTP response), refuses or
-ignores members that are not plain files inside the collection folder, enforces size limits, and
-groups the members of each item folder into one :class:`ArchiveItem` as they arrive. Member names
-are only ever parsed, never used as filesystem paths.
+(:mod:`ingest.archive.tarstream`: never seeked, so it can come straight from an HTTP response),
+refuses or ignores members that are not plain files inside the collection folder, enforces size
+limits, and groups the members of each item folder into one :class:`ArchiveItem` as they arrive.
+Member names are only ever parsed, never used as filesystem paths.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every call goes through radiant-mlhub's own session (``Endpoint.session()``), so
 resolved like the notebook's (``--api-key``, ``MLHUB_API_KEY``, ``--profile``/``MLHUB_PROFILE``,
 the profiles file) and travels as ``?key=`` on every request. The key never reaches a message: a
 401 becomes :class:`~ingest.errors.AuthError` without radiant-mlhub's text (which quotes the key),
-and URLs are passed through :func:`~ingest.download.redact` before they are shown.
+and URLs are passed through :func:`~ingest.sources.download.redact` before they are shown.
 
 Items are found lazily: :func:`find_items` is a generator that requests the next page only when
 the matches so far are fewer than asked for, and none once ``max_items`` matches are out.

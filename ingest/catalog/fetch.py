@@ -1,6 +1,6 @@
 """Downloads like the notebook's: one item's assets (and its source items'), or a whole archive.
 
-Bytes always come through :class:`~ingest.download.ResumableBody`, so a connection broken
+Bytes always come through :class:`~ingest.sources.download.ResumableBody`, so a connection broken
 mid-body is resumed with ``Range`` and a 429/503 waits for its ``Retry-After``. Files are streamed
 to disk in 1 MiB pieces: memory stays constant whatever their size.
 

@@ -1,12 +1,13 @@
 """The ``--via items`` feeds: a filtered subset from the items API instead of the archives.
 
 The source archive is 71 GB; a selection of a few thousand patches needs a few hundred MB of it.
-With ``ingest run --via items`` the pipeline reads the same :class:`~ingest.feeds.Feed` protocol
-from two other feeds, and validates, joins, decodes and writes exactly as from archives:
+With ``ingest run --via items`` the pipeline reads the same :class:`~ingest.layouts.feeds.Feed`
+protocol from two other feeds, and validates, joins, decodes and writes exactly as from archives:
 
 - :class:`ItemsLabelsFeed` pages through ``collections/{labels}/items`` (:data:`PAGE_SIZE` items
   a page) after ``collections/{labels}``; every feature is serialised back to JSON and yielded as
-  the ``stac.json`` of an :class:`~ingest.archive.ArchiveItem`, so label validation is unchanged.
+  the ``stac.json`` of an :class:`~ingest.archive.members.ArchiveItem`, so label validation is
+  unchanged.
 - :class:`ItemsSourceFeed` fetches, for each *selected* label entry only, in label order, the
   source item ``collections/{source}/items/bigearthnet_v1_source_<patch>`` (the inverse of the
   join key, :func:`~ingest.nomenclature.patch_of`) and its 12 band assets, and yields

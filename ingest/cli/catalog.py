@@ -1,5 +1,5 @@
 """``ingest collections``, ``items``, ``download-item``, ``download``: browsing and downloading like
-the BigEarthNet notebook (:mod:`ingest.catalog`, :mod:`ingest.fetch`)."""
+the BigEarthNet notebook (:mod:`ingest.catalog.browse`, :mod:`ingest.catalog.fetch`)."""
 
 from __future__ import annotations
 

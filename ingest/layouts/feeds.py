@@ -1,11 +1,11 @@
 """Item feeds: where the items of one collection come from, as the pipeline consumes them.
 
-A feed yields :class:`~ingest.archive.ArchiveItem` (the files of one item folder, ``stac.json``
-included), :class:`~ingest.archive.BadItem` and :class:`~ingest.archive.CollectionDoc` values, in
-order, and says how far it got (for the progress line) and what the store should record about
-where the items came from. The archive feed reads a collection archive (local file, URL or the
-MLHub archive endpoint) as one stream; other feeds (e.g. the items API) plug in behind the same
-:class:`Feed` protocol.
+A feed yields :class:`~ingest.archive.members.ArchiveItem` (the files of one item folder,
+``stac.json`` included), :class:`~ingest.archive.members.BadItem` and
+:class:`~ingest.archive.members.CollectionDoc` values, in order, and says how far it got (for the
+progress line) and what the store should record about where the items came from. The archive feed
+reads a collection archive (local file, URL or the MLHub archive endpoint) as one stream; other
+feeds (e.g. the items API) plug in behind the same :class:`Feed` protocol.
 """
 
 from __future__ import annotations

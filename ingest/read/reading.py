@@ -6,14 +6,14 @@ arrays get one dask chunk per shard and everything else (labels, flags, coordina
 selecting on labels and flags reads a few small objects and never a band shard.
 
 The band arrays of the store's own layout (inner chunk one sample, bytes + blosc, index at the end
-with its CRC32C: what :class:`ingest.shards.ShardEncoder` writes) are read by
+with its CRC32C: what :class:`ingest.store.shards.ShardEncoder` writes) are read by
 :class:`ShardedBands`: one store request per shard (or the index plus byte ranges when only a few
 samples of a shard are wanted), then one blosc call per sample. zarr-python's sharding codec does
 the same work through an asyncio pipeline that costs ≈ 0.2 ms per inner chunk in Python, which
 bounds a full scan at a few hundred samples per second on two cores. Any other layout falls back
 to xarray's own zarr backend; the values are the same either way (the tests compare them).
 
-Importing this module registers the ``ds.ben`` accessor (:mod:`ingest.accessor`).
+Importing this module registers the ``ds.ben`` accessor (:mod:`ingest.read.accessor`).
 """
 
 from __future__ import annotations

@@ -104,7 +104,7 @@ def open_archive(
 ) -> Iterator[CountingReader]:
     """Open the byte stream of one collection archive as a :class:`CountingReader`.
 
-    Network sources resume after broken connections (see :mod:`ingest.download`).
+    Network sources resume after broken connections (see :mod:`ingest.sources.download`).
     """
     if spec is not None and not spec.startswith(("http://", "https://")):
         path = Path(spec).expanduser()

@@ -1,11 +1,11 @@
 """Scale-out: the shard writes of a run as tasks on a dask.distributed cluster.
 
-The client (this process) still owns the archive stream: it reads, joins and decodes each patch
-into a batch of exactly one shard, as in a local run (decoding is where a bad patch is found, and
-whether it is skipped decides every later sample's number). Each batch becomes one task that
-compresses and writes its own shard objects and journal entry (:func:`ingest.store.write_shard`),
-so no two tasks ever touch one shard and no locks are needed. At most ``in_flight`` tasks are
-outstanding: the reader waits for one to finish before it fills another batch (backpressure).
+The client (this process) still owns the archive stream: it reads, joins and decodes each patch into
+a batch of exactly one shard, as in a local run (decoding is where a bad patch is found, and whether
+it is skipped decides every later sample's number). Each batch becomes one task that compresses and
+writes its own shard objects and journal entry (:func:`ingest.store.zarrstore.write_shard`), so no
+two tasks ever touch one shard and no locks are needed. At most ``in_flight`` tasks are outstanding:
+the reader waits for one to finish before it fills another batch (backpressure).
 
 The batch travels inside the task, not as scattered data: if a worker dies the scheduler still
 holds the task and reruns it on another worker (rewriting a shard gives the same bytes), whereas
@@ -57,7 +57,7 @@ def connect(cluster: str) -> tuple[Client, LocalCluster | None]:
 
 
 class DaskWriter:
-    """A :class:`~ingest.writers.ShardWriter` whose batches are written by dask tasks."""
+    """A :class:`~ingest.store.writers.ShardWriter` whose batches are written by dask tasks."""
 
     def __init__(
         self,

@@ -43,7 +43,7 @@ def store_differences(
 
     Compares every array's layout, attributes and values, and the root attributes except
     ``ignore_attrs``; source locations are compared only with ``same_location``. A store on object
-    storage is given as a :class:`~ingest.location.StoreLocation`.
+    storage is given as a :class:`~ingest.store.location.StoreLocation`.
     """
     ga = StoreLocation.of(a).open_group(mode="r")
     gb = StoreLocation.of(b).open_group(mode="r")

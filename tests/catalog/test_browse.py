@@ -1,4 +1,4 @@
-"""Browsing like the notebook (``ingest.catalog``) against the emulator serving the real and a
+"""Browsing like the notebook (``ingest.catalog.browse``) against the emulator serving the real and a
 synthetic sample: collections, items found with ``filter_item`` semantics, lazy paging, errors."""
 
 from __future__ import annotations

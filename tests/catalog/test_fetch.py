@@ -1,4 +1,4 @@
-"""Downloads like the notebook's (``ingest.fetch``) against the emulator: one item's assets and its
+"""Downloads like the notebook's (``ingest.catalog.fetch``) against the emulator: one item's assets and its
 source items', and whole archives that resume after a broken connection or an interrupted run."""
 
 from __future__ import annotations
