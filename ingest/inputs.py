@@ -1,0 +1,165 @@
+"""Inputs: one archive given as one file or as several parts, each a path or an http(s) URL.
+
+torchgeo's mirror splits its archives into parts (``BigEarthNet-S2.tar.gzaa``, ``…gzab``) that are
+one gzip stream only when concatenated; :func:`open_input` reads the parts in the order given as
+one byte stream, opening each part only when the previous one is exhausted (a URL resumes after
+broken connections, as every source does). Each part is counted and hashed on its own, so the
+store's ``sources`` attribute records every file read. An official file can be checked against
+its published md5 as its bytes stream by (:class:`Md5Check`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from .download import RetryPolicy
+from .errors import InputDataError, UsageError
+from .sources import CountingReader, Endpoint, describe, open_archive
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One input of a run: its parts (paths or URLs, in order), its role in the store's
+    ``sources`` (``labels``, ``s2``, ``s1``, ``reference_maps``, ``metadata``) and, for an
+    official file, its published md5 (checked once the last byte is read)."""
+
+    parts: tuple[str, ...]
+    role: str
+    md5: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.parts:
+            raise UsageError(f"no file given for the {self.role} input")
+
+    @property
+    def name(self) -> str:
+        """For messages: the first part, or the parts' common name."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return f"{self.parts[0]} (+{len(self.parts) - 1} parts)"
+
+
+class Md5Check:
+    """Passes bytes through, hashing them with md5; at the end of the stream the digest must equal
+    the published one, else an :class:`InputDataError` naming the file stops the run."""
+
+    def __init__(self, inner: Any, expected: str, name: str) -> None:
+        self._inner = inner
+        self.expected = expected.lower()
+        self._name = name
+        self._hash = hashlib.md5(usedforsecurity=False)
+        self.checked = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        data: bytes = self._inner.read(n)
+        if data:
+            self._hash.update(data)
+        elif not self.checked and n != 0:
+            self.checked = True
+            got = self._hash.hexdigest()
+            if got != self.expected:
+                raise InputDataError(
+                    self._name,
+                    f"md5 {got} differs from the official {self.expected}: the file is damaged "
+                    "or not the official one",
+                )
+        return data
+
+
+class _Chain:
+    """The parts read one after the other, each opened when the previous one is exhausted."""
+
+    def __init__(self, parts: tuple[str, ...], open_part: Callable[[str], CountingReader]) -> None:
+        self.parts = parts
+        self.readers: list[CountingReader] = []
+        self._open_part = open_part
+        self._current: CountingReader | None = None
+
+    def read(self, n: int = -1, /) -> bytes:
+        while True:
+            if self._current is None:
+                if len(self.readers) == len(self.parts):
+                    return b""
+                self._current = self._open_part(self.parts[len(self.readers)])
+                self.readers.append(self._current)
+            data = self._current.read(n)
+            if data or n == 0:
+                return data
+            self._current = None
+
+
+@dataclass
+class InputStream:
+    """The parts of one input read as one stream (``read``), with a meter over all of them."""
+
+    spec: InputSpec
+    chain: _Chain
+    check: Md5Check | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(r.bytes_read for r in self.chain.readers)
+
+    @property
+    def size(self) -> int | None:
+        """Known once every part has been opened and reported its size."""
+        sizes = [r.size for r in self.chain.readers]
+        if len(sizes) < len(self.spec.parts) or None in sizes:
+            return None
+        return sum(s for s in sizes if s is not None)
+
+    def read(self, n: int = -1, /) -> bytes:
+        return (self.check or self.chain).read(n)
+
+    def drain(self) -> None:
+        """Read to the end of the last part (so that the md5, if any, is checked)."""
+        while self.read(1 << 20):
+            pass
+
+    def records(self) -> list[dict[str, Any]]:
+        """The store's ``sources`` entries: one per part read (never an API key)."""
+        out: list[dict[str, Any]] = []
+        for part, reader in zip(self.spec.parts, self.chain.readers, strict=False):
+            info = describe(part, self.spec.role)
+            out.append({
+                "role": self.spec.role,
+                "kind": info.kind,
+                "location": info.location,
+                "bytes": reader.bytes_read,
+                "sha256": reader.sha256,
+            })  # fmt: skip
+        if self.check is not None and out:
+            out[-1]["md5"] = self.check.expected if self.check.checked else None
+        return out
+
+
+@contextmanager
+def open_input(
+    spec: InputSpec,
+    *,
+    policy: RetryPolicy,
+    warn: Warn,
+    endpoint: Endpoint | None = None,
+) -> Iterator[InputStream]:
+    """Open ``spec``'s parts lazily, in order, as one :class:`InputStream`."""
+    with ExitStack() as stack:
+
+        def open_part(part: str) -> CountingReader:
+            return stack.enter_context(
+                open_archive(part, spec.role, endpoint or Endpoint(), policy=policy, warn=warn)
+            )
+
+        chain = _Chain(spec.parts, open_part)
+        check = None if spec.md5 is None else Md5Check(chain, spec.md5, spec.name)
+        yield InputStream(spec, chain, check)
+
+
+def as_parts(values: Sequence[str]) -> tuple[str, ...]:
+    """Normalise a repeatable option's values to a tuple of parts."""
+    return tuple(v for v in values if v)
