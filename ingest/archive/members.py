@@ -1,32 +1,30 @@
-"""Archive members: a collection archive's byte stream → safe tar members → items.
+"""Archive members: an archive's byte stream → safe tar members → items.
 
-An MLHub collection archive is a (usually gzip-compressed) tar holding
-``{collection}/collection.json`` and one folder per item, ``{collection}/{item_id}/``, with the
-item's ``stac.json`` and asset files. This module reads such a stream strictly sequentially
-(:mod:`ingest.archive.tarstream`: never seeked, so it can come straight from an HTTP response),
-refuses or ignores members that are not plain files inside the collection folder, enforces size
-limits, and groups the members of each item folder into one :class:`ArchiveItem` as they arrive.
-Member names are only ever parsed, never used as filesystem paths.
+Every distribution of BigEarthNet is a tar (gzip, zstd or plain: :mod:`ingest.sources.decompress`)
+holding one top folder and, below it, one folder per item (a patch) whose files arrive together:
+MLHub's ``{collection}/{item_id}/B01.tif``, Zenodo v1's
+``BigEarthNet-v1.0/{patch}/{patch}_B01.tif``, reBEN's ``BigEarthNet-S2/{tile}/{patch}/{patch}_B01.tif``. This module reads such a stream strictly
+sequentially (:mod:`ingest.archive.tarstream`: never seeked, so it can come straight from an HTTP
+response), passes over members that are not plain files inside the top folder (counted by reason in
+:class:`IgnoredMembers`, never one line each), enforces size limits, and groups the members of each
+item folder into one :class:`ArchiveItem` as they arrive. Where a member belongs is the layout's
+:class:`MemberRule`. Member names are only ever parsed, never used as filesystem paths.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
-
-from isal import igzip_threaded
+from typing import IO, Any, Final, Protocol
 
 from ..errors import InputDataError
-from ..sources.endpoint import Readable
+from ..sources.decompress import DECOMPRESSION_ERRORS, Readable, corrupt, open_decompressed
 from .tarstream import Member, TarReader
 
-GZIP_MAGIC = b"\x1f\x8b"
-TAR_MAGIC_OFFSET = 257  # "ustar" sits at byte 257 of the first tar header
+#: How many member names each reason for ignoring members keeps as examples.
+EXAMPLES: Final = 5
 
 
 @dataclass(frozen=True)
@@ -50,15 +48,21 @@ class ArchiveItem:
     collection: str
     item_id: str
     files: dict[str, bytes] = field(repr=False)
-    """File name inside the item folder → bytes (``stac.json``, ``B01.tif``, ...)."""
+    """File key → bytes (``stac.json``, ``B01.tif``, ``labels_metadata.json``, ...): the file
+    name inside the item folder less the layout's per-patch ``prefix``."""
+    path: str = ""
+    """The item folder's path in the archive (default ``{collection}/{item_id}``)."""
+    prefix: str = ""
+    """What precedes each file key in its member name (``{patch}_`` in the Zenodo and reBEN
+    layouts)."""
 
     @property
     def folder(self) -> str:
-        return f"{self.collection}/{self.item_id}"
+        return self.path or f"{self.collection}/{self.item_id}"
 
     def member(self, file: str) -> str:
         """The archive member name of one of the item's files, for messages."""
-        return f"{self.folder}/{file}"
+        return f"{self.folder}/{self.prefix}{file}"
 
 
 @dataclass(frozen=True)
@@ -82,63 +86,101 @@ class CollectionDoc:
 Warn = Callable[[str], None]
 
 
-def open_tar_stream(raw: Readable, culprit: str) -> tuple[TarReader, IO[bytes]]:
-    """Open a tar stream, gzip-compressed or not, for strictly sequential reading.
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a member belongs: the file ``file`` of item ``item_id``."""
 
-    Returns the tar reader and the decompressed stream under it (to drain it, see
-    :func:`_drain`).
+    item_id: str
+    file: str
+    folder: str
+    """The item folder's path in the archive."""
+    prefix: str = ""
 
-    Gzip is decompressed with ISA-L (measured 1.9x the stdlib here) in a thread of its own
-    (``igzip_threaded``, which releases the GIL): decompression and the raw reads under it (network,
-    sha256) overlap the tar parsing and decoding on this thread. The first bytes decide the format,
-    so a ``.tar.gz`` named ``.tar`` (or an HTML error page) is recognised. Close the stream when
-    done: that stops the thread.
+
+#: What a rule returns for the archive's ``collection.json`` (MLHub).
+COLLECTION_JSON: Final = "collection.json"
+
+
+class MemberRule(Protocol):
+    """A layout's reading of member names: which item and file a member is, or why it is not.
+
+    ``place`` gets the path parts below the top folder and returns a :class:`Place`,
+    :data:`COLLECTION_JSON`, or a reason (any other string) for passing the member over.
     """
-    buffered = io.BufferedReader(_RawAdapter(raw), buffer_size=1 << 16)
-    head = buffered.peek(TAR_MAGIC_OFFSET + 8)[: TAR_MAGIC_OFFSET + 8]
-    if head[:2] == GZIP_MAGIC:
-        stream: IO[bytes] = igzip_threaded.open(buffered, "rb", threads=1)  # type: ignore[no-untyped-call]
-    elif head[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 5] == b"ustar":
-        stream = buffered
-    else:
-        raise InputDataError(culprit, f"not a tar or tar.gz archive (starts with {head[:16]!r})")
+
+    @property
+    def top(self) -> str: ...
+
+    def place(self, parts: tuple[str, ...]) -> Place | str: ...
+
+
+@dataclass
+class IgnoredMembers:
+    """Members passed over, counted by reason with a few example names (never one line each:
+    the real archives would give millions)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, name: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        names = self.examples.setdefault(reason, [])
+        if len(names) < EXAMPLES:
+            names.append(name)
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """``{reason: {"count": n, "examples": [...]}}`` for the store and the summary."""
+        return {r: {"count": n, "examples": self.examples[r]} for r, n in self.counts.items()}
+
+    def lines(self) -> list[str]:
+        return [
+            f"{n:,} member(s) ignored: {r} (e.g. {', '.join(repr(e) for e in self.examples[r])})"
+            for r, n in self.counts.items()
+        ]
+
+
+def open_tar_stream(raw: Readable, culprit: str) -> tuple[TarReader, IO[bytes]]:
+    """Open a tar stream (gzip, zstd or plain; see :mod:`ingest.sources.decompress`) for strictly
+    sequential reading. Returns the tar reader and the decompressed stream under it (to drain it,
+    see :func:`_drain`). Close the stream when done: that stops its decompression thread.
+    """
+    stream = open_decompressed(raw, culprit)
     return TarReader(stream, culprit), stream
 
 
-class _RawAdapter(io.RawIOBase):
-    """Lets any object with ``read`` feed an ``io.BufferedReader`` (for ``peek``)."""
-
-    def __init__(self, source: Readable) -> None:
-        self._source = source
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._source.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        return n
+def first_member(raw: Readable, culprit: str) -> str:
+    """The name of the archive's first member (a directory entry counts): what tells the layouts
+    apart. Reads only the first header."""
+    tar, stream = open_tar_stream(raw, culprit)
+    try:
+        member = next(iter(tar), None)
+    except DECOMPRESSION_ERRORS as exc:
+        raise corrupt(culprit, exc) from None
+    finally:
+        stream.close()
+    if member is None:
+        raise InputDataError(culprit, "archive is empty")
+    return member.name
 
 
 def iter_archive(
     raw: Readable,
-    collection: str,
+    rule: MemberRule,
     *,
     culprit: str,
-    warn: Warn,
+    ignored: IgnoredMembers,
     limits: Limits = Limits(),
 ) -> Iterator[ArchiveItem | BadItem | CollectionDoc]:
-    """Yield the archive's ``collection.json`` and its items, one item per folder, in order.
+    """Yield the archive's ``collection.json`` (if any) and its items, one per folder, in order.
 
-    ``culprit`` names the archive in errors. Members outside ``{collection}/``, links, devices and
-    unexpected nesting are skipped with a warning. A folder that appears twice, a repeated member
-    and an oversized member (never read into memory) make a :class:`BadItem`. A truncated or
-    corrupt stream, and an archive without any item, are errors.
+    ``culprit`` names the archive in errors. Members outside ``rule.top``, links, devices and
+    members the rule does not place are counted in ``ignored``. A folder that appears twice, a
+    repeated member and an oversized member (never read into memory) make a :class:`BadItem`. A
+    truncated or corrupt stream, and an archive without any item, are errors.
     """
     tar, stream = open_tar_stream(raw, culprit)
     try:
-        yield from _items(tar, stream, collection, culprit, warn, limits)
+        yield from _items(tar, stream, rule, culprit, ignored, limits)
     finally:
         stream.close()
 
@@ -146,60 +188,55 @@ def iter_archive(
 def _items(
     tar: TarReader,
     stream: IO[bytes],
-    collection: str,
+    rule: MemberRule,
     culprit: str,
-    warn: Warn,
+    ignored: IgnoredMembers,
     limits: Limits,
 ) -> Iterator[ArchiveItem | BadItem | CollectionDoc]:
     current: _Pending | None = None
     done: set[str] = set()
     items = 0
-    for info, parts in _safe_members(tar, collection, culprit, warn):
-        if len(parts) == 1:
-            if parts[0] == "collection.json":
-                if info.size > limits.collection_json_bytes:
-                    raise InputDataError(
-                        info.name,
-                        f"member of {info.size:,} bytes exceeds the limit of "
-                        f"{limits.collection_json_bytes:,}",
-                    )
-                data = _read(tar, info, culprit)
-                yield CollectionDoc(collection, parse_collection(data, info.name))
-            else:
-                warn(f"{info.name}: ignored (not part of any item)")
+    for info, place in _safe_members(tar, rule, culprit, ignored):
+        if place == COLLECTION_JSON:
+            if info.size > limits.collection_json_bytes:
+                raise InputDataError(
+                    info.name,
+                    f"member of {info.size:,} bytes exceeds the limit of "
+                    f"{limits.collection_json_bytes:,}",
+                )
+            data = _read(tar, info, culprit)
+            yield CollectionDoc(rule.top, parse_collection(data, info.name))
             continue
-        item_id, file = parts
-        if current is not None and current.item_id != item_id:
+        assert isinstance(place, Place)
+        if current is not None and current.item_id != place.item_id:
             done.add(current.item_id)
             items += 1
             yield current.finish()
             current = None
         if current is None:
-            current = _Pending(collection, item_id, limits)
-            if item_id in done:
+            current = _Pending(rule.top, place.item_id, place.folder, place.prefix, limits)
+            if place.item_id in done:
                 current.fail(InputDataError(current.folder, "item appears twice in the archive"))
         if current.problem is None:
-            current.add(tar, info, file, culprit)
+            current.add(tar, info, place.file, culprit)
     if current is not None:
         items += 1
         yield current.finish()
     _drain(stream, culprit)
     if items == 0:
-        raise InputDataError(culprit, f"archive holds no items of collection {collection!r}")
+        raise InputDataError(culprit, f"archive holds no items under {rule.top}/")
 
 
 @dataclass
 class _Pending:
     collection: str
     item_id: str
+    folder: str
+    prefix: str
     limits: Limits
     files: dict[str, bytes] = field(default_factory=dict)
     total: int = 0
     problem: InputDataError | None = None
-
-    @property
-    def folder(self) -> str:
-        return f"{self.collection}/{self.item_id}"
 
     def fail(self, problem: InputDataError) -> None:
         """Mark the item bad; its remaining members are passed over unread."""
@@ -231,47 +268,50 @@ class _Pending:
     def finish(self) -> ArchiveItem | BadItem:
         if self.problem is not None:
             return BadItem(self.collection, self.item_id, self.problem)
-        return ArchiveItem(self.collection, self.item_id, self.files)
+        return ArchiveItem(self.collection, self.item_id, self.files, self.folder, self.prefix)
 
 
 def _safe_members(
-    tar: TarReader, collection: str, culprit: str, warn: Warn
-) -> Iterator[tuple[Member, tuple[str, ...]]]:
-    """Regular files inside the collection folder, as (member, path parts below the folder)."""
+    tar: TarReader, rule: MemberRule, culprit: str, ignored: IgnoredMembers
+) -> Iterator[tuple[Member, Place | str]]:
+    """Regular files inside the top folder that the rule places, with their place."""
     members = iter(tar)
+    top = rule.top
     while True:
         try:
             info = next(members, None)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise InputDataError(
-                culprit, f"archive is truncated or corrupt: {_reason(exc)}"
-            ) from None
+        except DECOMPRESSION_ERRORS as exc:
+            raise corrupt(culprit, exc) from None
         if info is None:
             return
         if info.isdir:
             continue
-        parts = member_parts(info.name, collection)
+        parts = member_parts(info.name, top)
         if parts is None:
-            warn(f"{info.name!r}: ignored (outside the {collection}/ folder)")
-        elif not info.isfile:
-            warn(f"{info.name!r}: ignored ({info.kind}, not a regular file)")
-        elif len(parts) > 2 or (len(parts) == 2 and parts[0] == "_common"):
-            warn(f"{info.name!r}: ignored (not an item file)")
+            ignored.add(f"outside the {top}/ folder", info.name)
+            continue
+        if not info.isfile:
+            ignored.add(f"{info.kind}, not a regular file", info.name)
+            continue
+        place = rule.place(parts)
+        if isinstance(place, Place) or place == COLLECTION_JSON:
+            yield info, place
         else:
-            yield info, parts
+            ignored.add(place, info.name)
 
 
 def _drain(stream: IO[bytes], culprit: str) -> None:
-    """Read the stream to its end so that gzip checks its trailer (CRC-32 and length).
+    """Read the stream to its end so that gzip checks its trailer (CRC-32 and length) and zstd its
+    content checksum.
 
-    The tar reader stops at the end-of-archive marker, before the gzip trailer: without this, a
-    corrupted deflate stream that still inflates would go unnoticed.
+    The tar reader stops at the end-of-archive marker, before the compressed trailer: without
+    this, a corrupted stream that still decompresses would go unnoticed.
     """
     try:
         while stream.read(1 << 20):
             pass
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputDataError(culprit, f"archive is truncated or corrupt: {_reason(exc)}") from None
+    except DECOMPRESSION_ERRORS as exc:
+        raise corrupt(culprit, exc) from None
 
 
 def member_parts(name: str, collection: str) -> tuple[str, ...] | None:
@@ -292,8 +332,8 @@ def member_parts(name: str, collection: str) -> tuple[str, ...] | None:
 def _read(tar: TarReader, info: Member, culprit: str) -> bytes:
     try:
         return tar.read(info)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise InputDataError(culprit, f"archive is truncated or corrupt: {_reason(exc)}") from None
+    except DECOMPRESSION_ERRORS as exc:
+        raise corrupt(culprit, exc) from None
 
 
 def _parse_json(data: bytes, member: str) -> dict[str, Any]:
@@ -336,8 +376,3 @@ def parse_item_json(item: ArchiveItem, file: str = "stac.json") -> dict[str, Any
     if data is None:
         raise InputDataError(item.folder, f"item has no {file}")
     return _parse_json(data, item.member(file))
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]

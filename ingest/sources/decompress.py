@@ -26,7 +26,7 @@ from typing import IO, Any, Final, Protocol
 import zstandard
 from isal import igzip_threaded
 
-from .errors import InputDataError
+from ..errors import InputDataError
 
 GZIP_MAGIC: Final = b"\x1f\x8b"
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"

@@ -13,12 +13,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .download import RetryPolicy
-from .errors import InputDataError, UsageError
-from .sources import CountingReader, Endpoint, describe, open_archive
+from ..errors import InputDataError, UsageError
+from .endpoint import CountingReader, Endpoint, describe, open_archive
 
 Warn = Callable[[str], None]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ZENODO_URL: Final = "https://zenodo.org"
 ZENODO_URL_ENV: Final = "INGEST_ZENODO_URL"

@@ -21,8 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import InputDataError
-from .nomenclature import CLASSES_19
+from ..errors import InputDataError
+from ..nomenclature import CLASSES_19
 
 #: The columns the ingest reads; any other column is left unread.
 COLUMNS: Final = (
