@@ -7,10 +7,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from .errors import UsageError
-from .layouts.mlhub import Selection
+from .layouts.labels import Selection
 from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from .sources.download import RetryPolicy
 from .sources.endpoint import Endpoint
+from .sources.inputs import InputSpec
 from .store.location import StoreLocation
 
 #: Samples per shard. Measured on this 2-core machine (README, "Shard length"): 256 writes close to
@@ -37,9 +38,18 @@ class RunConfig:
 
     store: str | os.PathLike[str] | StoreLocation
     """A local path or an fsspec URL (``s3://bucket/bigearthnet.zarr``)."""
-    labels_archive: str | None = None
-    """Local .tar(.gz) path or http(s) URL; None reads the archive endpoint."""
-    source_archive: str | None = None
+    labels_archive: str | tuple[str, ...] | None = None
+    """MLHub's labels archive: a local path or http(s) URL (or its parts, in order); None reads
+    the archive endpoint."""
+    source_archive: str | tuple[str, ...] | None = None
+    """The Sentinel-2 archive (MLHub: the source collection's) of any layout: a path or URL, or
+    its parts in order (gzip, zstd or plain tar; recognised from the bytes)."""
+    layout: str | None = None
+    """``mlhub``, ``zenodo-v1`` or ``reben-v2``; None recognises it from the S2 archive."""
+    metadata: tuple[str, ...] = ()
+    """reBEN's metadata parquet files (paths or URLs)."""
+    md5: dict[str, str] = field(default_factory=dict)
+    """Published md5 of inputs, by path or URL (``--dataset``): checked as the bytes stream by."""
     labels_collection: str = LABELS_COLLECTION
     source_collection: str = SOURCE_COLLECTION
     selection: Selection = field(default_factory=Selection)
@@ -73,6 +83,22 @@ class RunConfig:
             raise UsageError("--via items reads the items API: it takes no --labels-archive "
                              "or --source-archive")  # fmt: skip
 
+    def s2_parts(self) -> tuple[str, ...]:
+        return _parts(self.source_archive)
+
+    def inputs(self) -> _Inputs:
+        """The run's inputs as :class:`~ingest.sources.inputs.InputSpec` values."""
+        s2 = self.s2_parts()
+        labels = _parts(self.labels_archive)
+        return _Inputs(
+            s2=InputSpec(s2, "s2", self._md5(s2), None if s2 else self.source_collection),
+            labels=InputSpec(labels, "labels", self._md5(labels), self.labels_collection),
+            metadata=tuple(InputSpec((m,), "metadata", self._md5((m,))) for m in self.metadata),
+        )
+
+    def _md5(self, parts: tuple[str, ...]) -> str | None:
+        return self.md5.get(parts[-1]) if len(parts) == 1 else None
+
     def recorded_options(self) -> dict[str, Any]:
         """The options that shape the store's content, recorded in its attributes."""
         sel = asdict(self.selection)
@@ -104,6 +130,8 @@ class RunReport:
     elapsed: float
     examples: dict[str, list[str]] = field(default_factory=dict)
     """A few names for each count (labels without source, source without labels)."""
+    ignored_members: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Archive members passed over, by reason: ``{"count": n, "examples": [...]}``."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -113,3 +141,16 @@ class RunReport:
             "source_without_labels": self.source_without_labels,
             "skipped": len(self.skipped),
         }
+
+
+def _parts(value: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    s2: InputSpec
+    labels: InputSpec
+    metadata: tuple[InputSpec, ...]

@@ -18,15 +18,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._version import __version__
-from .archive.members import ArchiveItem, BadItem, CollectionDoc, Warn, parse_item_json
+from .archive.members import ArchiveItem, BadItem, CollectionDoc, IgnoredMembers, Warn
 from .catalog.items_feed import open_items_labels_feed, open_items_source_feed
 from .config import RunConfig, RunReport
 from .decode.patches import Patch, decode_patch
 from .errors import InputDataError, StoreError, UsageError
-from .layouts.feeds import Feed, Meter, open_archive_feed
-from .layouts.mlhub import LabelIndex, parse_label_item
-from .layouts.tables import official_tables, preload
-from .nomenclature import patch_of
+from .layouts.base import Inputs, Layout, detect_layout, make_layout
+from .layouts.feeds import Feed, Meter
+from .layouts.labels import LabelIndex
+from .layouts.tables import preload
 from .store import zarrstore as store
 from .store.buffers import Buffers
 from .store.verify import NOT_COMPLETE, check
@@ -74,8 +74,10 @@ class _Run:
     collection: dict[str, Any] = field(default_factory=dict)
     skipped: list[dict[str, str]] = field(default_factory=list)
     ignored: Counter[str] = field(default_factory=Counter)
+    ignored_members: IgnoredMembers = field(default_factory=IgnoredMembers)
     source_without_labels: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
+    layout: Layout | None = None
 
     def fail_or_skip(self, error: InputDataError, item: str) -> None:
         if self.config.on_error == "fail":
@@ -88,37 +90,62 @@ class _Run:
         if len(names) < EXAMPLES:
             names.append(name)
 
+    # The layouts' Sink: progress, sources, collection documents.
+    def phase(self, name: str, meter: Meter) -> None:
+        self.progress.phase(name, meter)
+
+    def advance(self, items: int = 1) -> None:
+        self.progress.advance(items)
+
+    def add_sources(self, records: list[dict[str, Any]]) -> None:
+        self.sources.extend(records)
+
+    def add_collection(self, role: str, document: dict[str, Any]) -> None:
+        self.collection.setdefault(role, document)
+
+
+@dataclass(frozen=True)
+class _ItemsApi:
+    """``--via items``: MLHub's items API instead of the archives."""
+
+    config: RunConfig
+    warn: Warn
+
     def labels_feed(self) -> AbstractContextManager[Feed]:
-        """Where the label items come from."""
-        config = self.config
-        if config.via == "items":
-            return open_items_labels_feed(
-                config.labels_collection, config.endpoint, policy=config.retry
-            )
-        return open_archive_feed(
-            config.labels_archive,
-            config.labels_collection,
-            config.endpoint,
-            policy=config.retry,
-            warn=self.warn,
-        )
+        c = self.config
+        return open_items_labels_feed(c.labels_collection, c.endpoint, policy=c.retry)
 
     def source_feed(self, index: LabelIndex) -> AbstractContextManager[Feed]:
-        """Where the source items come from (``index``: the labels, for feeds that fetch only
-        the selected items)."""
-        config = self.config
-        if config.via == "items":
-            return open_items_source_feed(
-                config.source_collection, index, config.endpoint,
-                limit=config.selection.limit, policy=config.retry, warn=self.warn,
-            )  # fmt: skip
-        return open_archive_feed(
-            config.source_archive,
-            config.source_collection,
-            config.endpoint,
-            policy=config.retry,
-            warn=self.warn,
-        )
+        c = self.config
+        return open_items_source_feed(
+            c.source_collection, index, c.endpoint,
+            limit=c.selection.limit, policy=c.retry, warn=self.warn,
+        )  # fmt: skip
+
+
+def open_layout(config: RunConfig, warn: Warn) -> Layout:
+    """The layout that reads this run's inputs: forced by ``config.layout``, else the one the S2
+    archive's first member names (MLHub when no archive is given: the archive endpoint)."""
+    inputs = config.inputs()
+    name = config.layout
+    if name is None:
+        if config.via == "items" or not inputs.s2.parts:
+            name = "mlhub"
+        else:
+            name = detect_layout(inputs.s2, policy=config.retry, warn=warn)
+    if name != "mlhub" and (config.labels_archive or config.via == "items"):
+        raise UsageError(f"the {name} layout takes no --labels-archive or --via items "
+                         "(its labels come with its own files)")  # fmt: skip
+    if name == "reben-v2" and not inputs.metadata:
+        raise UsageError("reben-v2 needs the metadata: --metadata metadata.parquet "
+                         "--metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet")  # fmt: skip
+    if name != "reben-v2" and inputs.metadata:
+        raise UsageError(f"--metadata is for reben-v2 archives, not {name}")
+    items_api = _ItemsApi(config, warn) if config.via == "items" else None
+    return make_layout(name, Inputs(
+        s2=inputs.s2, selection=config.selection, endpoint=config.endpoint, policy=config.retry,
+        warn=warn, labels=inputs.labels, metadata=inputs.metadata, items_api=items_api,
+    ))  # fmt: skip
 
 
 def run(
@@ -141,9 +168,10 @@ def run(
     else:
         store.prepare_path(location, overwrite=config.overwrite)
         done = {}
-    index = _read_labels(state)
-    limit = config.selection.limit
-    capacity = index.selected_count if limit is None else min(limit, index.selected_count)
+    layout = open_layout(config, state.warn)
+    state.layout = layout
+    index = layout.read_labels(state)
+    capacity = layout.capacity(index)
     if not config.resume:
         store.create(
             location,
@@ -153,20 +181,21 @@ def run(
             attrs=_initial_attrs(state),
         )
     if config.labels_only:
-        table, read_to_end = _table(index, index.selected_rows()[:capacity]), True
+        table, read_to_end = _table(layout, index, index.selected_rows()[:capacity]), True
     else:
-        table, read_to_end = _ingest_source(state, index, done)
+        table, read_to_end = _ingest_source(state, layout, index, done)
     state.progress.done()
     for name in index.unmatched_selected()[:EXAMPLES] if not config.labels_only else ():
         state.example("labels_without_source", name)
     report = RunReport(
         store=location,
         samples=len(table),
-        labels_without_source=0 if config.labels_only else len(index.unmatched_selected()),
+        labels_without_source=0 if config.labels_only else index.unmatched_count(),
         source_without_labels=state.source_without_labels,
         skipped=tuple(state.skipped),
         not_selected=len(index) - index.selected_count,
         ignored_files=dict(state.ignored),
+        ignored_members=state.ignored_members.report(),
         source_read_to_end=read_to_end,
         store_bytes=0,
         elapsed=0.0,
@@ -203,30 +232,6 @@ def _resume_point(state: _Run) -> dict[int, store.ShardRecord]:
     return store.journal(location)
 
 
-def _read_labels(state: _Run) -> LabelIndex:
-    config = state.config
-    index = LabelIndex()
-    collection = config.labels_collection
-    with state.labels_feed() as feed:
-        state.progress.phase(collection, feed.meter)
-        for obj in feed.items():
-            if isinstance(obj, CollectionDoc):
-                state.collection.setdefault("labels", obj.document)
-                continue
-            state.progress.advance()
-            if isinstance(obj, BadItem):
-                state.fail_or_skip(obj.error, obj.item_id)
-                continue
-            member = obj.member("stac.json")
-            try:
-                entry = parse_label_item(parse_item_json(obj), member)
-                index.add(entry, config.selection, member)
-            except InputDataError as error:
-                state.fail_or_skip(error, obj.item_id)
-        state.sources.append(feed.record())
-    return index
-
-
 def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
     """The writer ``config`` asks for: a dask cluster's tasks, worker processes, or inline."""
     location, length = config.location, config.shard_size
@@ -240,23 +245,23 @@ def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
 
 
 def _ingest_source(
-    state: _Run, index: LabelIndex, done: dict[int, store.ShardRecord]
+    state: _Run, layout: Layout, index: LabelIndex, done: dict[int, store.ShardRecord]
 ) -> tuple[store.SampleTable, bool]:
-    """Stream the source archive: join, decode, and write every shard not already ``done``."""
+    """Stream the S2 archive: join, decode, and write every shard not already ``done``."""
     config = state.config
-    collection, limit = config.source_collection, config.selection.limit
+    limit = config.selection.limit
     rows: list[int] = []
     geo: list[tuple[int, float, float]] = []
     read_to_end = True
     writer = make_writer(config, state.note)
     try:
         cutter = ShardCutter(writer, config.shard_size, done, config.location)
-        with state.source_feed(index) as feed:
-            state.progress.phase(collection, feed.meter)
+        with layout.source_feed(index, state) as feed:
+            state.progress.phase(_phase_name(config), feed.meter)
             items = feed.items()
             for obj in items:
                 if isinstance(obj, CollectionDoc):
-                    state.collection["source"] = obj.document
+                    state.collection["s2"] = obj.document
                     continue
                 if limit is not None and len(rows) >= limit:  # without --limit, read it all:
                     read_to_end = False  # duplicates and unlabelled items come to light only so
@@ -265,11 +270,11 @@ def _ingest_source(
                 if isinstance(obj, BadItem):
                     state.fail_or_skip(obj.error, obj.item_id)
                     continue
-                patch = _join_and_decode(state, index, obj, cutter.slot(len(rows)))
-                if patch is None:
+                joined = _join_and_decode(state, layout, index, obj, cutter.slot(len(rows)))
+                if joined is None:
                     continue
+                patch, row = joined
                 cutter.accept(len(rows), patch.patch_id)
-                row = index.rows[patch.patch_id]
                 index.matched[row] = True
                 rows.append(row)
                 geo.append((patch.epsg, patch.x_ul, patch.y_ul))
@@ -277,13 +282,13 @@ def _ingest_source(
             writer.close()
             cutter.check_done(len(rows))
             _close(items)
-            state.sources.append(feed.record())
+            state.sources.extend(feed.records())
     except BaseException:
         writer.abort()
         raise
     epsg, x_ul, y_ul = zip(*geo, strict=True) if geo else ((), (), ())
     table = replace(
-        _table(index, rows),
+        _table(layout, index, rows),
         epsg=np.asarray(epsg, np.int32),
         x_ul=np.asarray(x_ul, np.float64),
         y_ul=np.asarray(y_ul, np.float64),
@@ -298,13 +303,22 @@ def _close(items: Iterator[Any]) -> None:
         close()
 
 
+def _phase_name(config: RunConfig) -> str:
+    """The progress line's name of the S2 phase."""
+    parts = config.s2_parts()
+    return config.source_collection if not parts else parts[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 def _join_and_decode(
-    state: _Run, index: LabelIndex, item: ArchiveItem, out: Buffers
-) -> Patch | None:
-    """Decode a source item's bands into ``out``; None when it has no selected label or is
+    state: _Run, layout: Layout, index: LabelIndex, item: ArchiveItem, out: Buffers
+) -> tuple[Patch, int] | None:
+    """Decode an S2 item's bands into ``out``; None when it has no selected label or is
     skipped."""
-    patch_id = patch_of(item.item_id)
-    row = index.rows.get(patch_id)
+    try:
+        patch_id, row = layout.join(item, index)
+    except InputDataError as error:
+        state.fail_or_skip(error, item.item_id)
+        return None
     if row is None:
         state.source_without_labels += 1
         state.example("source_without_labels", item.item_id)
@@ -314,18 +328,17 @@ def _join_and_decode(
     try:
         if index.matched[row]:
             raise InputDataError(item.folder, f"a second source item for patch {patch_id}")
-        parse_item_json(item)
         patch = decode_patch(item, patch_id, out)
     except InputDataError as error:
         state.fail_or_skip(error, item.item_id)
         return None
     for name in patch.ignored:
         state.ignored[name] += 1
-    return patch
+    return patch, row
 
 
-def _table(index: LabelIndex, rows: list[int]) -> store.SampleTable:
-    """The small per-sample arrays, with the official country/season/split tables."""
+def _table(layout: Layout, index: LabelIndex, rows: list[int]) -> store.SampleTable:
+    """The small per-sample arrays, with the layout's optional coordinates."""
     labels43, labels19 = index.label_table(rows)
     cloud, snow = index.flag_table(rows)
     patch_ids = index.patch_names(rows)
@@ -336,32 +349,34 @@ def _table(index: LabelIndex, rows: list[int]) -> store.SampleTable:
         labels19=labels19,
         cloud_and_shadow=cloud,
         seasonal_snow=snow,
-        optional=official_tables(patch_ids),
+        optional=layout.coordinates(index, rows, patch_ids),
     )
 
 
 def _initial_attrs(state: _Run) -> dict[str, Any]:
+    assert state.layout is not None
     return {
         "ingest_version": __version__,
         "created": state.created,
-        "contract_version": 1,
+        "contract_version": 2,
+        "dataset": state.layout.dataset,
+        "layout": state.layout.name,
         "options": state.config.recorded_options(),
     }
 
 
 def _final_attrs(state: _Run, report: RunReport) -> dict[str, Any]:
-    doc = state.collection.get("source") or state.collection.get("labels") or {}
+    assert state.layout is not None
     return {
         **_initial_attrs(state),
-        "title": doc.get("title") or doc.get("description") or "BigEarthNet v1.0",
-        "license": doc.get("license"),
-        "citation": doc.get("sci:citation"),
+        **state.layout.title(state.collection),
         "sources": state.sources,
         "counts": report.counts,
         "skipped": list(report.skipped),
         "report": {
             "not_selected": report.not_selected,
             "ignored_files": report.ignored_files,
+            "ignored_members": report.ignored_members,
             "source_read_to_end": report.source_read_to_end,
             "examples": report.examples,
         },

@@ -175,7 +175,7 @@ def test_unskippable_archive_damage(real_sample: SampleArchives, tmp_path: Path)
         tar.addfile(folder)
     cases["empty.tar"] = (
         empty.getvalue(),
-        "archive holds no items of collection 'bigearthnet_v1_source'",
+        "archive holds no items under bigearthnet_v1_source/",
     )
     for name, (content, message) in cases.items():
         bad = tmp_path / name

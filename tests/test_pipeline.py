@@ -224,7 +224,7 @@ def test_selection_matches_the_notebook_filter(
     snow: bool | None,
     limit: int | None,
 ) -> None:
-    from ingest.layouts.mlhub import Selection
+    from ingest.layouts.labels import Selection
 
     selection = Selection(classes, cloud, snow, limit)
     report = ingest_local(synthetic_sample, tmp_path / "s.zarr", selection=selection, shard_size=8)

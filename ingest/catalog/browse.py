@@ -23,7 +23,8 @@ import requests
 from radiant_mlhub.exceptions import AuthenticationError
 
 from ..errors import AuthError, NetworkError, NotFoundError
-from ..layouts.mlhub import Selection, as_flag
+from ..layouts.labels import Selection
+from ..layouts.mlhub import as_flag
 from ..sources.download import RetryPolicy, http_error, redact
 from ..sources.endpoint import DEFAULT_POLICY, Endpoint
 

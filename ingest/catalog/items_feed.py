@@ -47,7 +47,7 @@ from ..archive.members import ArchiveItem, BadItem, CollectionDoc, Limits
 from ..decode.patches import band_file
 from ..errors import InputDataError, NetworkError, NotFoundError
 from ..layouts.feeds import FeedObject
-from ..layouts.mlhub import LabelIndex
+from ..layouts.labels import LabelIndex
 from ..nomenclature import BANDS, SOURCE_COLLECTION
 from ..sources.download import RetryPolicy, redact
 from ..sources.endpoint import Endpoint
@@ -138,9 +138,9 @@ class ItemsLabelsFeed:
                 yield label_item(self.collection, feature, self.count)
                 self.count += 1
 
-    def record(self) -> dict[str, Any]:
-        return _record(self.collection, _items_url(self.session, self.collection), self.meter,
-                       self.count)  # fmt: skip
+    def records(self) -> list[dict[str, Any]]:
+        url = _items_url(self.session, self.collection)
+        return [{"role": "labels", **_record(self.collection, url, self.meter, self.count)}]
 
 
 @contextmanager
@@ -293,8 +293,8 @@ class ItemsSourceFeed:
                            files)  # fmt: skip
         return _Fetched(item, tuple(files.values()))
 
-    def record(self) -> dict[str, Any]:
-        return _record(self.collection, self.location, self.meter, self.count)
+    def records(self) -> list[dict[str, Any]]:
+        return [{"role": "s2", **_record(self.collection, self.location, self.meter, self.count)}]
 
 
 def _band_hrefs(document: dict[str, Any]) -> list[tuple[str, str]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..layouts.mlhub import Selection
+from ..layouts.labels import Selection
 from ..sources.download import redact
 from ..sources.endpoint import Endpoint
 from .common import endpoint_options, handle_errors

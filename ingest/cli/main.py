@@ -12,7 +12,7 @@ import click
 from .._version import __version__
 from ..config import DEFAULT_SHARD_SIZE, RunConfig, default_workers
 from ..errors import StoreError
-from ..layouts.mlhub import Selection
+from ..layouts.labels import Selection
 from ..nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from ..sources.download import redact
 from ..sources.endpoint import Endpoint

@@ -78,6 +78,10 @@ def summary(report: RunReport) -> str:
         for name, count in sorted(report.ignored_files.items())
     ]
     facts += [
+        ("ignored members", f"{entry['count']:,} {reason} (e.g. {', '.join(entry['examples'])})")
+        for reason, entry in report.ignored_members.items()
+    ]
+    facts += [
         (f"e.g. {kind.replace('_', ' ')}", ", ".join(names))
         for kind, names in sorted(report.examples.items())
     ]

@@ -1,11 +1,11 @@
 """Item feeds: where the items of one collection come from, as the pipeline consumes them.
 
-A feed yields :class:`~ingest.archive.members.ArchiveItem` (the files of one item folder,
-``stac.json`` included), :class:`~ingest.archive.members.BadItem` and
-:class:`~ingest.archive.members.CollectionDoc` values, in order, and says how far it got (for the
-progress line) and what the store should record about where the items came from. The archive feed
-reads a collection archive (local file, URL or the MLHub archive endpoint) as one stream; other
-feeds (e.g. the items API) plug in behind the same :class:`Feed` protocol.
+A feed yields :class:`~ingest.archive.members.ArchiveItem` (the files of one item folder),
+:class:`~ingest.archive.members.BadItem` and :class:`~ingest.archive.members.CollectionDoc` values,
+in order, and says how far it got (for the progress line) and what the store should record about
+where the items came from. The archive feed reads an archive (its parts, each a local file or URL,
+or the MLHub archive endpoint) as one stream, its members placed by the layout's rule; other feeds
+(e.g. the items API) plug in behind the same :class:`Feed` protocol.
 """
 
 from __future__ import annotations
@@ -15,9 +15,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..archive.members import ArchiveItem, BadItem, CollectionDoc, iter_archive
+from ..archive.members import (
+    ArchiveItem,
+    BadItem,
+    CollectionDoc,
+    IgnoredMembers,
+    MemberRule,
+    iter_archive,
+)
 from ..sources.download import RetryPolicy
-from ..sources.endpoint import CountingReader, Endpoint, describe, open_archive
+from ..sources.endpoint import Endpoint
+from ..sources.inputs import InputSpec, InputStream, open_input
 
 FeedObject = ArchiveItem | BadItem | CollectionDoc
 
@@ -40,49 +48,44 @@ class Feed(Protocol):
 
     def items(self) -> Iterator[FeedObject]: ...
 
-    def record(self) -> dict[str, Any]:
-        """What the store's ``sources`` attribute keeps (never an API key); valid once
-        :meth:`items` is exhausted or left."""
+    def records(self) -> list[dict[str, Any]]:
+        """What the store's ``sources`` attribute keeps, one entry per file read (never an API
+        key); valid once :meth:`items` is exhausted or left."""
         ...
 
 
 @dataclass
 class ArchiveFeed:
-    """A collection archive read as one stream (nothing extracted)."""
+    """An archive read as one stream (nothing extracted), its members placed by a layout's rule."""
 
-    collection: str
-    spec: str | None
-    reader: CountingReader
-    warn: Callable[[str], None]
+    rule: MemberRule
+    stream: InputStream
+    ignored: IgnoredMembers
 
     @property
     def meter(self) -> Meter:
-        return self.reader
+        return self.stream
 
     def items(self) -> Iterator[FeedObject]:
-        culprit = describe(self.spec, self.collection).location
-        return iter_archive(self.reader, self.collection, culprit=culprit, warn=self.warn)
+        yield from iter_archive(
+            self.stream, self.rule, culprit=self.stream.spec.name, ignored=self.ignored
+        )
+        self.stream.drain()  # to the last byte of the last part: the md5 is checked there
 
-    def record(self) -> dict[str, Any]:
-        info = describe(self.spec, self.collection)
-        return {
-            "collection": self.collection,
-            "kind": info.kind,
-            "location": info.location,
-            "bytes": self.reader.bytes_read,
-            "sha256": self.reader.sha256,
-        }
+    def records(self) -> list[dict[str, Any]]:
+        return self.stream.records()
 
 
 @contextmanager
 def open_archive_feed(
-    spec: str | None,
-    collection: str,
-    endpoint: Endpoint,
+    spec: InputSpec,
+    rule: MemberRule,
     *,
+    endpoint: Endpoint,
     policy: RetryPolicy,
     warn: Callable[[str], None],
+    ignored: IgnoredMembers,
 ) -> Iterator[ArchiveFeed]:
-    """The archive of ``collection``: ``spec`` (a path or URL) or the MLHub archive endpoint."""
-    with open_archive(spec, collection, endpoint, policy=policy, warn=warn) as reader:
-        yield ArchiveFeed(collection, spec, reader, warn)
+    """The archive ``spec`` (its parts, or MLHub's archive endpoint), read by ``rule``."""
+    with open_input(spec, policy=policy, warn=warn, endpoint=endpoint) as stream:
+        yield ArchiveFeed(rule, stream, ignored)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import numpy as np
 import pyarrow as pa
@@ -63,7 +63,9 @@ class Metadata:
         return np.asarray(taken.to_pylist(), dtype=object)
 
 
-def read_metadata(paths: Sequence[str | Path]) -> Metadata:
+def read_metadata(
+    paths: Sequence[str | Path | BinaryIO], names: Sequence[str] | None = None
+) -> Metadata:
     """Read and check the metadata files; an InputDataError names the file and what is wrong.
 
     Checks: each file is parquet, has every column of :data:`COLUMNS` with its type, has no null,
@@ -76,10 +78,10 @@ def read_metadata(paths: Sequence[str | Path]) -> Metadata:
     snow: list[np.ndarray] = []
     cloud: list[np.ndarray] = []
     strings: dict[str, list[pa.Array]] = {name: [] for name in STRING_COLUMNS}
-    for path in paths:
-        for batch in _batches(Path(path)):
+    labels = [str(p) for p in paths] if names is None else list(names)
+    for path, name in zip(paths, labels, strict=True):
+        for batch in _batches(path, name):
             batch = _compact(batch)
-            name = str(path)
             _check_nulls(batch, name)
             ids.append(batch.column("patch_id"))
             masks.append(_label_masks(batch.column("labels"), batch.column("patch_id"), name))
@@ -89,39 +91,39 @@ def read_metadata(paths: Sequence[str | Path]) -> Metadata:
             for column in STRING_COLUMNS:
                 strings[column].append(batch.column(column))
     patch_ids = pa.chunked_array(ids, type=pa.string())
-    _check_unique(patch_ids, paths)
+    _check_unique(patch_ids, labels)
     return Metadata(
         patch_ids=patch_ids,
         masks=np.concatenate(masks) if masks else np.zeros(0, np.uint32),
         seasonal_snow=np.concatenate(snow).astype(bool) if snow else np.zeros(0, bool),
         cloud_and_shadow=np.concatenate(cloud).astype(bool) if cloud else np.zeros(0, bool),
         strings={k: pa.chunked_array(v, type=pa.string()) for k, v in strings.items()},
-        files=tuple(str(p) for p in paths),
+        files=tuple(labels),
     )
 
 
-def _batches(path: Path) -> Iterator[pa.RecordBatch]:
+def _batches(path: str | Path | BinaryIO, name: str) -> Iterator[pa.RecordBatch]:
     try:
         handle = pq.ParquetFile(path)
     except FileNotFoundError:
-        raise InputDataError(str(path), "no such metadata file") from None
+        raise InputDataError(name, "no such metadata file") from None
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputDataError(str(path), f"not a parquet file ({_first_line(exc)})") from None
+        raise InputDataError(name, f"not a parquet file ({_first_line(exc)})") from None
     schema = handle.schema_arrow
     missing = [c for c in COLUMNS if c not in schema.names]
     if missing:
         raise InputDataError(
-            str(path),
+            name,
             f"metadata lacks the column {missing[0]!r} (has {', '.join(schema.names)})",
         )
     for column, kind in _TYPES.items():
         got = schema.field(column).type
         if not kind(got):
-            raise InputDataError(str(path), f"metadata column {column!r} has type {got}")
+            raise InputDataError(name, f"metadata column {column!r} has type {got}")
     try:
         yield from handle.iter_batches(batch_size=65536, columns=list(COLUMNS), use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise InputDataError(str(path), f"unreadable parquet ({_first_line(exc)})") from None
+        raise InputDataError(name, f"unreadable parquet ({_first_line(exc)})") from None
 
 
 def _compact(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -137,9 +139,7 @@ def _is_string(t: pa.DataType) -> bool:
 
 
 def _is_string_list(t: pa.DataType) -> bool:
-    return bool(
-        (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string(t.value_type)
-    )
+    return bool((pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_string(t.value_type))
 
 
 _TYPES: Final = {
@@ -190,7 +190,7 @@ def _check_splits(batch: pa.RecordBatch, name: str) -> None:
         raise InputDataError(name, f"unknown split {value!r} (expected train, validation or test)")
 
 
-def _check_unique(patch_ids: pa.ChunkedArray, paths: Sequence[str | Path]) -> None:
+def _check_unique(patch_ids: pa.ChunkedArray, paths: Sequence[str]) -> None:
     if pc.count_distinct(patch_ids).as_py() == len(patch_ids):
         return
     counts = pc.value_counts(patch_ids)

@@ -40,7 +40,7 @@ from typing import Final
 
 import numpy as np
 
-__all__ = ["SPLIT_FILES", "official_tables", "preload"]
+__all__ = ["SPLIT_FILES", "official_flags", "official_tables", "preload"]
 
 _PACKAGE: Final = "bigearthnet_common"
 #: Split name -> the wheel's resource listing its patches.
@@ -51,7 +51,9 @@ SPLIT_FILES: Final = {
 }
 _COUNTRY_SEASON: Final = "s1_s2_name_country_season.csv.bz2"
 _HEADER: Final = "s1_name,s2_name,country,season"
-_CACHE_FORMAT: Final = 1  # bump when _Tables changes
+_SNOW: Final = "patches_with_seasonal_snow.csv.bz2"
+_CLOUD: Final = "patches_with_cloud_and_shadow.csv.bz2"
+_CACHE_FORMAT: Final = 2  # bump when _Tables changes
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class _Tables:
     """The distinct values, object arrays of str; ``splits[0]`` is ``""``."""
     seasons: np.ndarray
     splits: np.ndarray
+    flags: np.ndarray
+    """uint8 per name: bit 0 seasonal snow, bit 1 cloud or shadow."""
 
 
 def official_tables(patch_ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -86,6 +90,18 @@ def official_tables(patch_ids: Sequence[str]) -> dict[str, np.ndarray]:
         "season": _column(tables.seasons, tables.season[where], found),
         "split": _column(tables.splits, tables.split[where], found),
     }
+
+
+def official_flags(patch_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(cloud_and_shadow, seasonal_snow) of each patch from the official lists (False for a name
+    the tables do not know)."""
+    if len(patch_ids) == 0:
+        return np.zeros(0, bool), np.zeros(0, bool)
+    tables = _tables()
+    wanted = np.array([p.encode() for p in patch_ids])
+    where = np.minimum(np.searchsorted(tables.names, wanted), len(tables.names) - 1)
+    flags = np.where(tables.names[where] == wanted, tables.flags[where], 0)
+    return (flags & 2).astype(bool), (flags & 1).astype(bool)
 
 
 def _column(values: np.ndarray, codes: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -137,7 +153,7 @@ def _load(path: Path) -> _Tables | None:
     names = arrays["names"]
     if names.dtype.kind != "S" or names.ndim != 1 or len(names) == 0:
         return None
-    if any(arrays[c].shape != names.shape for c in ("country", "season", "split")):
+    if any(arrays[c].shape != names.shape for c in ("country", "season", "split", "flags")):
         return None
     for codes, values in (("country", "countries"), ("season", "seasons"), ("split", "splits")):
         if arrays[codes].dtype != np.uint8 or int(arrays[codes].max()) >= len(arrays[values]):
@@ -193,7 +209,18 @@ def _parse_tables() -> _Tables:
         countries=countries,
         seasons=seasons,
         splits=np.array(["", *SPLIT_FILES], dtype=object),
+        flags=_flags(names),
     )
+
+
+def _flags(names: np.ndarray) -> np.ndarray:
+    """uint8 per name: bit 0 seasonal snow, bit 1 cloud or shadow (the official lists)."""
+    flags = np.zeros(len(names), dtype=np.uint8)
+    for bit, resource in ((1, _SNOW), (2, _CLOUD)):
+        members = np.array(_text(resource).split(), dtype="S")
+        where = np.minimum(np.searchsorted(names, members), len(names) - 1)
+        flags[where[names[where] == members]] |= bit
+    return flags
 
 
 def _codes(values: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -55,7 +55,7 @@ def open_decompressed(raw: Readable, culprit: str) -> IO[bytes]:
     if head[:2] == GZIP_MAGIC:
         return igzip_threaded.open(buffered, "rb", threads=1)  # type: ignore[no-any-return,no-untyped-call]
     if head[:4] == ZSTD_MAGIC:
-        return ZstdStream(buffered, culprit)
+        return io.BufferedReader(ZstdStream(buffered, culprit), buffer_size=_CHUNK)
     if head[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 5] == b"ustar":
         return buffered
     raise InputDataError(
@@ -183,7 +183,9 @@ def _decompress_frames(raw: IO[bytes], culprit: str) -> Any:
                 break
             chunk = raw.read(_CHUNK)
             if not chunk:
-                raise InputDataError(culprit, "archive is truncated or corrupt: zstd frame ends early")
+                raise InputDataError(
+                    culprit, "archive is truncated or corrupt: zstd frame ends early"
+                )
 
 
 def _is_skippable(data: bytes) -> bool:

@@ -11,13 +11,13 @@ its published md5 as its bytes stream by (:class:`Md5Check`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .download import RetryPolicy
 from ..errors import InputDataError, UsageError
+from .download import RetryPolicy
 from .endpoint import CountingReader, Endpoint, describe, open_archive
 
 Warn = Callable[[str], None]
@@ -32,17 +32,21 @@ class InputSpec:
     parts: tuple[str, ...]
     role: str
     md5: str | None = None
+    collection: str | None = None
+    """MLHub only: the collection this archive holds; with no parts, its archive is read from
+    the archive endpoint."""
 
     def __post_init__(self) -> None:
-        if not self.parts:
+        if not self.parts and self.collection is None:
             raise UsageError(f"no file given for the {self.role} input")
 
     @property
     def name(self) -> str:
-        """For messages: the first part, or the parts' common name."""
-        if len(self.parts) == 1:
-            return self.parts[0]
-        return f"{self.parts[0]} (+{len(self.parts) - 1} parts)"
+        """For messages: where the bytes come from (the first part when there are several)."""
+        if not self.parts:
+            return describe(None, self.collection or self.role).location
+        first = describe(self.parts[0], self.role).location
+        return first if len(self.parts) == 1 else f"{first} (+{len(self.parts) - 1} parts)"
 
 
 class Md5Check:
@@ -75,7 +79,9 @@ class Md5Check:
 class _Chain:
     """The parts read one after the other, each opened when the previous one is exhausted."""
 
-    def __init__(self, parts: tuple[str, ...], open_part: Callable[[str], CountingReader]) -> None:
+    def __init__(
+        self, parts: tuple[str | None, ...], open_part: Callable[[str | None], CountingReader]
+    ) -> None:
         self.parts = parts
         self.readers: list[CountingReader] = []
         self._open_part = open_part
@@ -110,7 +116,7 @@ class InputStream:
     def size(self) -> int | None:
         """Known once every part has been opened and reported its size."""
         sizes = [r.size for r in self.chain.readers]
-        if len(sizes) < len(self.spec.parts) or None in sizes:
+        if len(sizes) < len(self.chain.parts) or None in sizes:
             return None
         return sum(s for s in sizes if s is not None)
 
@@ -125,9 +131,10 @@ class InputStream:
     def records(self) -> list[dict[str, Any]]:
         """The store's ``sources`` entries: one per part read (never an API key)."""
         out: list[dict[str, Any]] = []
-        for part, reader in zip(self.spec.parts, self.chain.readers, strict=False):
-            info = describe(part, self.spec.role)
+        for part, reader in zip(self.chain.parts, self.chain.readers, strict=False):
+            info = describe(part, self.spec.collection or self.spec.role)
             out.append({
+                **({"collection": self.spec.collection} if self.spec.collection else {}),
                 "role": self.spec.role,
                 "kind": info.kind,
                 "location": info.location,
@@ -150,16 +157,13 @@ def open_input(
     """Open ``spec``'s parts lazily, in order, as one :class:`InputStream`."""
     with ExitStack() as stack:
 
-        def open_part(part: str) -> CountingReader:
+        def open_part(part: str | None) -> CountingReader:
+            what = spec.collection or spec.role
             return stack.enter_context(
-                open_archive(part, spec.role, endpoint or Endpoint(), policy=policy, warn=warn)
+                open_archive(part, what, endpoint or Endpoint(), policy=policy, warn=warn)
             )
 
-        chain = _Chain(spec.parts, open_part)
+        parts: tuple[str | None, ...] = spec.parts or (None,)
+        chain = _Chain(parts, open_part)
         check = None if spec.md5 is None else Md5Check(chain, spec.md5, spec.name)
         yield InputStream(spec, chain, check)
-
-
-def as_parts(values: Sequence[str]) -> tuple[str, ...]:
-    """Normalise a repeatable option's values to a tuple of parts."""
-    return tuple(v for v in values if v)

@@ -47,7 +47,8 @@ class SampleTable:
     patch_id: list[str]
     time: np.ndarray
     """int64 seconds since the Unix epoch."""
-    labels: np.ndarray
+    labels: np.ndarray | None
+    """(n, 43) in v1; None in v2 (19 classes only)."""
     labels19: np.ndarray
     cloud_and_shadow: np.ndarray
     seasonal_snow: np.ndarray
@@ -185,13 +186,14 @@ def finish(store_at: Where, table: SampleTable, attrs: dict[str, Any]) -> None:
     names = [*(SAMPLE_COORDS if not labels_only else SAMPLE_COORDS[:2]), *sorted(table.optional)]
     coords = " ".join(names)
     small: dict[str, tuple[np.ndarray, tuple[str, ...], dict[str, Any]]] = {
-        "labels": (table.labels, ("sample", "label"), {"coordinates": coords}),
         "labels19": (table.labels19, ("sample", "label19"), {"coordinates": coords}),
         "cloud_and_shadow": (table.cloud_and_shadow, ("sample",), {"coordinates": coords}),
         "seasonal_snow": (table.seasonal_snow, ("sample",), {"coordinates": coords}),
         "patch_id": (np.array(table.patch_id, dtype=object), ("sample",), {}),
         "time": (table.time.astype(np.int64), ("sample",), dict(TIME_ATTRS)),
     }
+    if table.labels is not None:
+        small["labels"] = (table.labels, ("sample", "label"), {"coordinates": coords})
     if table.epsg is not None and table.x_ul is not None and table.y_ul is not None:
         small["epsg"] = (table.epsg.astype(np.int32), ("sample",), {})
         small["x_ul"] = (table.x_ul.astype(np.float64), ("sample",), {})

@@ -12,11 +12,13 @@ from ingest.archive.members import (
     ArchiveItem,
     BadItem,
     CollectionDoc,
+    IgnoredMembers,
     Limits,
     iter_archive,
     member_parts,
 )
 from ingest.errors import InputDataError
+from ingest.layouts.mlhub_layout import CollectionRule
 from ingest.testing.archive_writer import (
     Member,
     file_member,
@@ -32,9 +34,18 @@ SOURCE = "bigearthnet_v1_source"
 def read_everything(
     path: Path, collection: str = SOURCE, **kwargs: object
 ) -> tuple[list[ArchiveItem | BadItem], list[str]]:
-    warnings: list[str] = []
+    ignored = IgnoredMembers()
     with path.open("rb") as f:
-        objs = list(iter_archive(f, collection, culprit=str(path), warn=warnings.append, **kwargs))  # type: ignore[arg-type]
+        objs = list(
+            iter_archive(
+                f, CollectionRule(collection), culprit=str(path), ignored=ignored, **kwargs
+            )
+        )  # type: ignore[arg-type]
+    warnings = [
+        f"{name!r}: ignored ({reason})"
+        for reason, names in ignored.examples.items()
+        for name in names
+    ]
     return [o for o in objs if not isinstance(o, CollectionDoc)], warnings
 
 
@@ -136,9 +147,7 @@ def test_archive_without_items_is_an_error(tmp_path: Path) -> None:
         info = tarfile.TarInfo(f"{SOURCE}/collection.json")
         info.size = 2
         tar.addfile(info, io.BytesIO(b"{}"))
-    with pytest.raises(
-        InputDataError, match="archive holds no items of collection 'bigearthnet_v1_source'"
-    ):
+    with pytest.raises(InputDataError, match="archive holds no items under bigearthnet_v1_source/"):
         read_all(empty)
 
 
@@ -171,7 +180,11 @@ def test_member_size_limit(real_sample: SampleArchives) -> None:
 
 def test_collection_document(real_sample: SampleArchives) -> None:
     with real_sample.labels.open("rb") as f:
-        first = next(iter_archive(f, "bigearthnet_v1_labels", culprit="x", warn=print))
+        first = next(
+            iter_archive(
+                f, CollectionRule("bigearthnet_v1_labels"), culprit="x", ignored=IgnoredMembers()
+            )
+        )
     assert isinstance(first, CollectionDoc)
     assert first.document["license"] == "CDLA-Permissive-1.0"
     assert first.document["links"] == []  # the per-item links are dropped (see parse_collection)

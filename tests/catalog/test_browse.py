@@ -13,7 +13,7 @@ import pytest
 from ingest.catalog import browse as catalog
 from ingest.catalog.browse import collection_matches, find_items, item_matches, list_collections
 from ingest.errors import AuthError, NetworkError, NotFoundError
-from ingest.layouts.mlhub import Selection
+from ingest.layouts.labels import Selection
 from ingest.sources.download import RetryPolicy
 from ingest.sources.endpoint import Endpoint
 from ingest.testing.archive_writer import iter_members

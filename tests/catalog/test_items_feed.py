@@ -25,7 +25,7 @@ import zarr
 from ingest.catalog import items_feed
 from ingest.config import RunConfig, RunReport
 from ingest.errors import AuthError, UsageError
-from ingest.layouts.mlhub import Selection
+from ingest.layouts.labels import Selection
 from ingest.pipeline import run
 from ingest.sources.download import RetryPolicy
 from ingest.sources.endpoint import Endpoint

@@ -10,7 +10,8 @@ import pytest
 
 from ingest import schemas
 from ingest.errors import InputDataError, UsageError
-from ingest.layouts.mlhub import LabelIndex, Selection, parse_label_item
+from ingest.layouts.labels import LabelIndex, Selection
+from ingest.layouts.mlhub import parse_label_item
 from ingest.nomenclature import (
     CLASS_43_TO_19,
     CLASSES_19,
@@ -146,11 +147,11 @@ def test_label_arrays_and_index() -> None:
     assert list(np.flatnonzero(labels19[0])) == [0, 15]  # Urban fabric, Inland wetlands
     assert list(np.flatnonzero(labels19[1])) == [18]
     assert labels19[2].all()
-    index = LabelIndex()
-    from ingest.layouts.mlhub import LabelEntry
+    index = LabelIndex(selection=Selection(seasonal_snow=True))
+    from ingest.layouts.labels import LabelEntry
 
-    index.add(LabelEntry("a", masks[0], False, True, 10), Selection(seasonal_snow=True), "m/a")
-    index.add(LabelEntry("b", masks[1], True, False, 20), Selection(seasonal_snow=True), "m/b")
+    index.add(LabelEntry("a", masks[0], False, True, 10), "m/a")
+    index.add(LabelEntry("b", masks[1], True, False, 20), "m/b")
     assert (len(index), index.selected_count, index.unmatched_selected()) == (2, 1, ["a"])
-    with pytest.raises(InputDataError, match="a second label item for patch a"):
-        index.add(LabelEntry("a", 0, False, False, 0), Selection(), "m/a2")
+    with pytest.raises(InputDataError, match="a second label entry for patch a"):
+        index.add(LabelEntry("a", 0, False, False, 0), "m/a2")

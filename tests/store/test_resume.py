@@ -90,7 +90,7 @@ def test_resume_refuses_other_options(
         UsageError, match=r"--resume with different options: shard_size is 8 in .* but 16 now"
     ):
         ingest_local(archives, tmp_path / "s.zarr", shard_size=16, resume=True)
-    from ingest.layouts.mlhub import Selection
+    from ingest.layouts.labels import Selection
 
     with pytest.raises(UsageError, match=r"--resume with different options: selection is"):
         ingest_local(

@@ -1,0 +1,123 @@
+"""The ``reben-v2`` layout: BigEarthNet v2.0 (reBEN), ``BigEarthNet-S2.tar.zst`` plus the official
+metadata parquet files.
+
+``BigEarthNet-S2/<tile>/<patch_id>/<patch_id>_B01.tif …`` (GNU tar, sorted, no directory entries).
+The metadata (:mod:`ingest.layouts.metadata`) is read first into the label index: 19-class labels,
+the two flags, split, country, ``s2v1_name`` (the store's ``patch_id_v1``) and ``s1_name``. The
+acquisition time is the one in the patch id. There are no 43-class labels in v2.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from contextlib import AbstractContextManager
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import numpy as np
+
+from ..archive.members import ArchiveItem
+from ..errors import InputDataError
+from ..nomenclature import CLASSES_19
+from ..sources.inputs import InputSpec, open_input
+from .base import Inputs, Sink
+from .feeds import Feed, open_archive_feed
+from .labels import LabelIndex
+from .metadata import Metadata, read_metadata
+from .zenodo_v1 import PatchFolderRule
+
+TOP: Final = "BigEarthNet-S2"
+#: ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_75_43``: the acquisition time is its third field.
+_PATCH_TIME: Final = re.compile(r"^S2[AB]_MSIL2A_(\d{8}T\d{6})_")
+#: Largest metadata file read into memory when given as a URL (the official ones: 3.6 MB).
+_METADATA_BYTES: Final = 256 << 20
+
+
+def patch_time(patch_id: str) -> int:
+    """Seconds since the epoch of the acquisition time in a v2 patch id."""
+    match = _PATCH_TIME.match(patch_id)
+    if match is None:
+        raise InputDataError(patch_id, "not a BigEarthNet v2 patch id")
+    moment = datetime.strptime(match[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+class RebenV2:
+    name = "reben-v2"
+    dataset = "bigearthnet-v2"
+
+    def __init__(self, inputs: Inputs) -> None:
+        self.inputs = inputs
+        self.metadata: Metadata | None = None
+
+    def _metadata_sources(self, sink: Sink) -> list[io.BytesIO]:
+        """Each metadata file's bytes (a few MB), streamed like any input: counted, hashed,
+        md5-checked when official, from a path or a URL."""
+        return [io.BytesIO(self._fetch(spec, sink)) for spec in self.inputs.metadata]
+
+    def _fetch(self, spec: InputSpec, sink: Sink) -> bytes:
+        i = self.inputs
+        with open_input(spec, policy=i.policy, warn=i.warn, endpoint=i.endpoint) as stream:
+            data = stream.read(_METADATA_BYTES + 1)
+            if len(data) > _METADATA_BYTES:
+                raise InputDataError(spec.name, f"metadata larger than {_METADATA_BYTES:,} bytes")
+            while chunk := stream.read(1 << 20):  # a short read is not the end: read to b""
+                data += chunk
+            stream.drain()
+            sink.add_sources(stream.records())
+        return data
+
+    def read_labels(self, sink: Sink) -> LabelIndex:
+        names = [s.name for s in self.inputs.metadata]
+        metadata = read_metadata(self._metadata_sources(sink), names=names)
+        self.metadata = metadata
+        index = LabelIndex(CLASSES_19, self.inputs.selection)
+        patches: list[str] = metadata.patch_ids.to_pylist()
+        times = np.fromiter((patch_time(p) for p in patches), dtype=np.int64, count=len(patches))
+        index.extend(
+            patches,
+            metadata.masks,
+            metadata.cloud_and_shadow,
+            metadata.seasonal_snow,
+            times,
+            metadata.column("split", np.arange(len(patches))),
+        )
+        return index
+
+    def source_feed(self, index: LabelIndex, sink: Sink) -> AbstractContextManager[Feed]:
+        i = self.inputs
+        return open_archive_feed(i.s2, PatchFolderRule(TOP, depth=1), endpoint=i.endpoint,
+                                 policy=i.policy, warn=i.warn,
+                                 ignored=sink.ignored_members)  # fmt: skip
+
+    def join(self, item: ArchiveItem, index: LabelIndex) -> tuple[str, int | None]:
+        return item.item_id, index.rows.get(item.item_id)
+
+    def capacity(self, index: LabelIndex) -> int:
+        limit = self.inputs.selection.limit
+        count = index.selected_count
+        return count if limit is None else min(limit, count)
+
+    def coordinates(
+        self, index: LabelIndex, rows: list[int], patch_ids: list[str]
+    ) -> dict[str, np.ndarray]:
+        assert self.metadata is not None
+        return {
+            "split": self.metadata.column("split", rows),
+            "country": self.metadata.column("country", rows),
+            "patch_id_v1": self.metadata.column("s2v1_name", rows),
+        }
+
+    def title(self, collections: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "title": "BigEarthNet v2.0 (reBEN)",
+            "license": "CDLA-Permissive-1.0",
+            "citation": _CITATION_V2,
+        }
+
+
+_CITATION_V2: Final = (
+    "K. N. Clasen, L. Hackel, T. Burgert, G. Sumbul, B. Demir, V. Markl, reBEN: Refined "
+    "BigEarthNet Dataset for Remote Sensing Image Analysis, IEEE IGARSS 2025."
+)

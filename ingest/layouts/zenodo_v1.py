@@ -1,0 +1,125 @@
+"""The ``zenodo-v1`` layout: ``BigEarthNet-S2-v1.0.tar.gz`` as published on Zenodo.
+
+``BigEarthNet-v1.0/<patch>/<patch>_B01.tif … _B8A.tif`` and ``<patch>_labels_metadata.json`` in
+the same folder (directory entries included; the members of a patch are contiguous, their order
+inside the patch is not guaranteed). Each patch brings its own labels: the JSON's 43-class
+``labels`` and its ``acquisition_date``; the flags come from the official snow and cloud lists,
+country, season and split from the official tables (``bigearthnet-common``). Nothing is read
+before the archive, so a patch's labels join the index as the patch arrives.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import numpy as np
+
+from ..archive.members import ArchiveItem, Place
+from ..errors import InputDataError
+from ..nomenclature import CLASS_INDEX, CLASSES_43
+from .base import Inputs, Sink
+from .feeds import Feed, open_archive_feed
+from .labels import LabelEntry, LabelIndex
+from .mlhub_layout import split_of
+from .tables import official_flags, official_tables
+
+TOP: Final = "BigEarthNet-v1.0"
+LABELS_FILE: Final = "labels_metadata.json"
+#: More than the 590,326 patches of v1.0: the store is sized to this and trimmed at the end.
+CAPACITY: Final = 600_000
+
+
+@dataclass(frozen=True)
+class PatchFolderRule:
+    """``{top}/{folders…}/{patch}/{patch}_{file}``: ``depth`` folders between the top folder and
+    the patch folder (0 for Zenodo v1, 1 — the tile — for reBEN)."""
+
+    top: str
+    depth: int = 0
+
+    def place(self, parts: tuple[str, ...]) -> Place | str:
+        if len(parts) != self.depth + 2:
+            return "not a file of a patch folder"
+        patch, name = parts[-2], parts[-1]
+        prefix = f"{patch}_"
+        if not name.startswith(prefix) or len(name) == len(prefix):
+            return "file not named after its patch folder"
+        return Place(patch, name[len(prefix) :], "/".join((self.top, *parts[:-1])), prefix)
+
+
+def parse_labels_json(data: bytes, member: str) -> tuple[int, int]:
+    """(43-class mask, acquisition time) of a v1 ``labels_metadata.json``."""
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputDataError(member, f"invalid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise InputDataError(member, "invalid JSON: expected an object")
+    labels = document.get("labels")
+    if not isinstance(labels, list) or not all(isinstance(n, str) for n in labels):
+        raise InputDataError(member, "labels: expected a list of class names")
+    unknown = [n for n in labels if n not in CLASS_INDEX]
+    if unknown:
+        raise InputDataError(member, f"labels: unknown class name {unknown[0]!r}")
+    when = document.get("acquisition_date")
+    try:
+        moment = datetime.strptime(str(when), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise InputDataError(
+            member, f"acquisition_date: {when!r} is not 'YYYY-MM-DD hh:mm:ss'"
+        ) from None
+    return sum(1 << CLASS_INDEX[n] for n in labels), int(moment.timestamp())
+
+
+class ZenodoV1:
+    name = "zenodo-v1"
+    dataset = "bigearthnet-v1"
+
+    def __init__(self, inputs: Inputs) -> None:
+        self.inputs = inputs
+
+    def read_labels(self, sink: Sink) -> LabelIndex:
+        return LabelIndex(CLASSES_43, self.inputs.selection)
+
+    def source_feed(self, index: LabelIndex, sink: Sink) -> AbstractContextManager[Feed]:
+        i = self.inputs
+        return open_archive_feed(i.s2, PatchFolderRule(TOP), endpoint=i.endpoint,
+                                 policy=i.policy, warn=i.warn,
+                                 ignored=sink.ignored_members)  # fmt: skip
+
+    def join(self, item: ArchiveItem, index: LabelIndex) -> tuple[str, int | None]:
+        patch = item.item_id
+        data = item.files.get(LABELS_FILE)
+        if data is None:
+            raise InputDataError(item.folder, f"patch folder has no {patch}_{LABELS_FILE}")
+        mask, time = parse_labels_json(data, item.member(LABELS_FILE))
+        (cloud,), (snow,) = official_flags([patch])
+        split = split_of(patch) if self.inputs.selection.split is not None else None
+        entry = LabelEntry(patch, mask, bool(cloud), bool(snow), time, split)
+        return patch, index.add(entry, item.folder)
+
+    def capacity(self, index: LabelIndex) -> int:
+        limit = self.inputs.selection.limit
+        return CAPACITY if limit is None else min(limit, CAPACITY)
+
+    def coordinates(
+        self, index: LabelIndex, rows: list[int], patch_ids: list[str]
+    ) -> dict[str, np.ndarray]:
+        return official_tables(patch_ids)
+
+    def title(self, collections: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "title": "BigEarthNet v1.0",
+            "license": "CDLA-Permissive-1.0",
+            "citation": _CITATION_V1,
+        }
+
+
+_CITATION_V1: Final = (
+    "G. Sumbul, M. Charfuelan, B. Demir, V. Markl, BigEarthNet: A Large-Scale Benchmark Archive "
+    "for Remote Sensing Image Understanding, IEEE IGARSS 2019."
+)
