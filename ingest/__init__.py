@@ -16,7 +16,7 @@ from ._version import __version__
 if TYPE_CHECKING:
     from .config import RunConfig, RunReport
     from .errors import IngestError
-    from .layouts.mlhub import Selection
+    from .layouts.labels import Selection
     from .pipeline import run
     from .read import open_store
     from .store import check
@@ -27,7 +27,7 @@ _LAZY = {
     "run": "ingest.pipeline",
     "RunConfig": "ingest.config",
     "RunReport": "ingest.config",
-    "Selection": "ingest.layouts.mlhub",
+    "Selection": "ingest.layouts.labels",
     "check": "ingest.store",
     "IngestError": "ingest.errors",
 }

@@ -23,7 +23,8 @@ from .catalog.items_feed import open_items_labels_feed, open_items_source_feed
 from .config import RunConfig, RunReport
 from .decode.patches import Patch, decode_patch
 from .errors import InputDataError, StoreError, UsageError
-from .layouts.base import Inputs, Layout, detect_layout, make_layout
+from .layouts import make_layout
+from .layouts.base import Inputs, Layout, detect_layout
 from .layouts.feeds import Feed, Meter
 from .layouts.labels import LabelIndex
 from .layouts.tables import preload
@@ -137,8 +138,10 @@ def open_layout(config: RunConfig, warn: Warn) -> Layout:
         raise UsageError(f"the {name} layout takes no --labels-archive or --via items "
                          "(its labels come with its own files)")  # fmt: skip
     if name == "reben-v2" and not inputs.metadata:
-        raise UsageError("reben-v2 needs the metadata: --metadata metadata.parquet "
-                         "--metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet")  # fmt: skip
+        raise UsageError(
+            "reben-v2 needs the metadata: --metadata metadata.parquet "
+            "--metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet"
+        )
     if name != "reben-v2" and inputs.metadata:
         raise UsageError(f"--metadata is for reben-v2 archives, not {name}")
     items_api = _ItemsApi(config, warn) if config.via == "items" else None

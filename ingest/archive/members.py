@@ -3,7 +3,8 @@
 Every distribution of BigEarthNet is a tar (gzip, zstd or plain: :mod:`ingest.sources.decompress`)
 holding one top folder and, below it, one folder per item (a patch) whose files arrive together:
 MLHub's ``{collection}/{item_id}/B01.tif``, Zenodo v1's
-``BigEarthNet-v1.0/{patch}/{patch}_B01.tif``, reBEN's ``BigEarthNet-S2/{tile}/{patch}/{patch}_B01.tif``. This module reads such a stream strictly
+``BigEarthNet-v1.0/{patch}/{patch}_B01.tif``, reBEN's
+``BigEarthNet-S2/{tile}/{patch}/{patch}_B01.tif``. This module reads such a stream strictly
 sequentially (:mod:`ingest.archive.tarstream`: never seeked, so it can come straight from an HTTP
 response), passes over members that are not plain files inside the top folder (counted by reason in
 :class:`IgnoredMembers`, never one line each), enforces size limits, and groups the members of each

@@ -4,7 +4,7 @@ distribution of an archive is recognised from its own first member.
 A :class:`Layout` turns its inputs into the two things the pipeline consumes whatever the
 distribution: a :class:`~ingest.layouts.labels.LabelIndex` and a feed of patch items (the files of
 one patch folder). One module per distribution implements it (``mlhub``, ``zenodo_v1``,
-``reben_v2``); :func:`make_layout` picks one by name.
+``reben_v2``); :func:`ingest.layouts.make_layout` picks one by name.
 """
 
 from __future__ import annotations
@@ -147,20 +147,3 @@ def detect_layout(spec: InputSpec, *, policy: RetryPolicy, warn: Warn) -> str:
     raise InputDataError(
         spec.name, f"archive of unknown layout: its first member is {name!r} ({expected})"
     )
-
-
-def make_layout(name: str, inputs: Inputs) -> Layout:
-    """The layout called ``name`` over ``inputs``."""
-    if name == "mlhub":
-        from .mlhub_layout import MlhubLayout
-
-        return MlhubLayout(inputs)
-    if name == "zenodo-v1":
-        from .zenodo_v1 import ZenodoV1
-
-        return ZenodoV1(inputs)
-    if name == "reben-v2":
-        from .reben_v2 import RebenV2
-
-        return RebenV2(inputs)
-    raise InputDataError(name, f"unknown layout (expected {', '.join(LAYOUTS)})")

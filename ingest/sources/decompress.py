@@ -17,6 +17,7 @@ first bytes.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import threading
@@ -36,6 +37,7 @@ TAR_MAGIC_OFFSET: Final = 257  # "ustar" sits at byte 257 of the first tar heade
 _CHUNK: Final = 1 << 20
 #: Decompressed pieces waiting for the reader: bounds the memory of a fast decompressor.
 _QUEUE: Final = 8
+_ENDS_EARLY: Final = "archive is truncated or corrupt: zstd frame ends early"
 
 
 class Readable(Protocol):
@@ -132,10 +134,8 @@ class ZstdStream(io.RawIOBase):
     def close(self) -> None:
         self._stop.set()
         while self._thread.is_alive():  # unblock a producer waiting on a full queue
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._pieces.get(timeout=0.05)
-            except queue.Empty:
-                pass
         super().close()
 
     def _put(self, item: bytes | BaseException | None) -> bool:
@@ -197,12 +197,12 @@ def _skip_frame(raw: IO[bytes], data: bytes, culprit: str) -> bytes:
     while len(data) < 8:
         more = raw.read(_CHUNK)
         if not more:
-            raise InputDataError(culprit, "archive is truncated or corrupt: zstd frame ends early")
+            raise InputDataError(culprit, _ENDS_EARLY)
         data += more
     size = 8 + int.from_bytes(data[4:8], "little")
     while len(data) < size:
         more = raw.read(min(_CHUNK, size - len(data)))
         if not more:
-            raise InputDataError(culprit, "archive is truncated or corrupt: zstd frame ends early")
+            raise InputDataError(culprit, _ENDS_EARLY)
         data += more
     return data[size:]
