@@ -12,6 +12,7 @@ from .nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from .sources.download import RetryPolicy
 from .sources.endpoint import Endpoint
 from .sources.inputs import InputSpec
+from .sources.official import DATASET_LAYOUTS, files_of, zenodo_url
 from .store.location import StoreLocation
 
 #: Samples per shard. Measured on this 2-core machine (README, "Shard length"): 256 writes close to
@@ -48,8 +49,15 @@ class RunConfig:
     """``mlhub``, ``zenodo-v1`` or ``reben-v2``; None recognises it from the S2 archive."""
     metadata: tuple[str, ...] = ()
     """reBEN's metadata parquet files (paths or URLs)."""
-    md5: dict[str, str] = field(default_factory=dict)
-    """Published md5 of inputs, by path or URL (``--dataset``): checked as the bytes stream by."""
+    dataset: str | None = None
+    """``bigearthnet-v1`` or ``bigearthnet-v2``: read the official files from Zenodo (or
+    ``zenodo_url``), each md5-checked as its bytes stream by, instead of archives given by hand."""
+    modalities: tuple[str, ...] = ()
+    """With ``dataset``: what to read besides S2 (``s1``, ``reference-maps``)."""
+    zenodo_url: str | None = None
+    """With ``dataset``: the base URL (default ``INGEST_ZENODO_URL``, else Zenodo)."""
+    md5sums: dict[str, str] = field(default_factory=dict)
+    """With ``dataset``: md5 by file name replacing the published ones (a mirror, the test kit)."""
     labels_collection: str = LABELS_COLLECTION
     source_collection: str = SOURCE_COLLECTION
     selection: Selection = field(default_factory=Selection)
@@ -79,25 +87,52 @@ class RunConfig:
             count = self.cluster.removeprefix("local:")
             if not count.isdigit() or int(count) < 1:
                 raise UsageError(f"--cluster {self.cluster}: expected local:N with N >= 1 workers")
+        if self.dataset is not None:
+            files_of(self.dataset, self.modalities)  # refuses an unknown dataset or modality
+            if self.source_archive or self.labels_archive or self.metadata or self.layout:
+                raise UsageError(
+                    "--dataset reads the official files: it takes no --source-archive, "
+                    "--labels-archive, --metadata or --layout"
+                )
+        if self.modalities:
+            raise UsageError(
+                f"--with {','.join(self.modalities)}: this version writes Sentinel-2 only"
+            )
         if self.via == "items" and (self.labels_archive or self.source_archive):
             raise UsageError("--via items reads the items API: it takes no --labels-archive "
                              "or --source-archive")  # fmt: skip
 
     def s2_parts(self) -> tuple[str, ...]:
+        if self.dataset is not None:
+            return (self.inputs().s2.parts[0],)
         return _parts(self.source_archive)
+
+    @property
+    def forced_layout(self) -> str | None:
+        """``layout``, or the official layout of ``dataset``."""
+        if self.dataset is not None:
+            return DATASET_LAYOUTS[self.dataset]
+        return self.layout
 
     def inputs(self) -> _Inputs:
         """The run's inputs as :class:`~ingest.sources.inputs.InputSpec` values."""
+        if self.dataset is not None:
+            files: dict[str, list[InputSpec]] = {}
+            base = zenodo_url(self.zenodo_url)
+            for f in files_of(self.dataset, self.modalities, self.md5sums):
+                files.setdefault(f.role, []).append(InputSpec((f.url(base),), f.role, f.md5))
+            return _Inputs(
+                s2=files["s2"][0],
+                labels=InputSpec((), "labels", collection=self.labels_collection),
+                metadata=tuple(files.get("metadata", ())),
+            )
         s2 = self.s2_parts()
         labels = _parts(self.labels_archive)
         return _Inputs(
-            s2=InputSpec(s2, "s2", self._md5(s2), None if s2 else self.source_collection),
-            labels=InputSpec(labels, "labels", self._md5(labels), self.labels_collection),
-            metadata=tuple(InputSpec((m,), "metadata", self._md5((m,))) for m in self.metadata),
+            s2=InputSpec(s2, "s2", collection=None if s2 else self.source_collection),
+            labels=InputSpec(labels, "labels", collection=self.labels_collection),
+            metadata=tuple(InputSpec((m,), "metadata") for m in self.metadata),
         )
-
-    def _md5(self, parts: tuple[str, ...]) -> str | None:
-        return self.md5.get(parts[-1]) if len(parts) == 1 else None
 
     def recorded_options(self) -> dict[str, Any]:
         """The options that shape the store's content, recorded in its attributes."""
@@ -111,6 +146,8 @@ class RunConfig:
             "shard_size": self.shard_size,
             "on_error": self.on_error,
             "via": self.via,
+            "layout": self.forced_layout,
+            "dataset": self.dataset,
         }
 
 

@@ -128,7 +128,7 @@ def open_layout(config: RunConfig, warn: Warn) -> Layout:
     """The layout that reads this run's inputs: forced by ``config.layout``, else the one the S2
     archive's first member names (MLHub when no archive is given: the archive endpoint)."""
     inputs = config.inputs()
-    name = config.layout
+    name = config.forced_layout
     if name is None:
         if config.via == "items" or not inputs.s2.parts:
             name = "mlhub"

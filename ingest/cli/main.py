@@ -16,6 +16,7 @@ from ..layouts.labels import Selection
 from ..nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from ..sources.download import redact
 from ..sources.endpoint import Endpoint
+from ..sources.official import read_md5sums
 from .catalog import (
     collections_command,
     download_command,
@@ -30,7 +31,8 @@ from .testkit import sample, serve
 @click.version_option(__version__, prog_name="ingest")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 def main(debug: bool) -> None:
-    """Ingest BigEarthNet from Radiant MLHub archives into one analysis-ready Zarr store.
+    """Ingest BigEarthNet (the Zenodo v1.0 and reBEN v2.0 archives, or Radiant MLHub's
+    collection archives) into one analysis-ready Zarr store.
 
     Exit codes: 0 success, 1 unexpected, 2 usage, 3 input data, 4 network or API key,
     5 store, 130 interrupted.
@@ -40,15 +42,57 @@ def main(debug: bool) -> None:
 @main.command()
 @click.argument("store", metavar="STORE")
 @click.option(
-    "--labels-archive",
+    "--source-archive",
+    "--s2-archive",
+    "source_archive",
     metavar="PATH_OR_URL",
-    help="Read the labels archive from a local .tar/.tar.gz or an http(s) URL "
-    "instead of the archive endpoint.",
+    multiple=True,
+    help="The Sentinel-2 archive: BigEarthNet-S2-v1.0.tar.gz (Zenodo), BigEarthNet-S2.tar.zst "
+    "(reBEN) or MLHub's source collection archive; a path or http(s) URL, gzip, zstd or plain "
+    "tar. Repeat it for an archive split into parts (read in the order given).",
 )
 @click.option(
-    "--source-archive",
+    "--labels-archive",
     metavar="PATH_OR_URL",
-    help="Read the source archive from a local .tar/.tar.gz or an http(s) URL.",
+    multiple=True,
+    help="MLHub only: the labels collection archive (default: the archive endpoint).",
+)
+@click.option(
+    "--metadata",
+    metavar="PATH_OR_URL",
+    multiple=True,
+    help="reBEN only: the metadata parquet file(s) (repeatable; normally metadata.parquet and "
+    "metadata_for_patches_with_snow_cloud_or_shadow.parquet).",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(["mlhub", "zenodo-v1", "reben-v2"]),
+    help="Force the layout. Default: recognised from the archive's first member.",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["bigearthnet-v1", "bigearthnet-v2"]),
+    help="Stream the release's official files from Zenodo, each md5-checked as it streams.",
+)
+@click.option(
+    "--with",
+    "modalities",
+    metavar="s1,reference-maps",
+    default="",
+    help="With --dataset: the modalities to add to Sentinel-2 (comma-separated).",
+)
+@click.option(
+    "--zenodo-url",
+    envvar="INGEST_ZENODO_URL",
+    metavar="URL",
+    help="With --dataset: a base URL serving Zenodo's /records/<id>/files/<name> (a mirror). "
+    "[env: INGEST_ZENODO_URL; default: https://zenodo.org]",
+)
+@click.option(
+    "--md5sums",
+    metavar="FILE",
+    help="With --dataset: md5sum-format file whose sums replace the published ones for the files "
+    "it names (a mirror that repackaged them).",
 )
 @click.option("--labels-collection", default=LABELS_COLLECTION, show_default=True)
 @click.option("--source-collection", default=SOURCE_COLLECTION, show_default=True)
@@ -68,6 +112,11 @@ def main(debug: bool) -> None:
     "--seasonal-snow/--no-seasonal-snow",
     default=None,
     help="Keep only patches with (or without) seasonal snow. Default: no filter.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "validation", "test"]),
+    help="Keep only the patches of this official split.",
 )
 @click.option("--limit", type=click.IntRange(min=0), help="Write at most N samples.")
 @click.option(
@@ -128,8 +177,15 @@ def main(debug: bool) -> None:
 @handle_errors
 def run(
     store: str,
-    labels_archive: str | None,
-    source_archive: str | None,
+    labels_archive: tuple[str, ...],
+    source_archive: tuple[str, ...],
+    metadata: tuple[str, ...],
+    layout: str | None,
+    dataset: str | None,
+    modalities: str,
+    zenodo_url: str | None,
+    md5sums: str | None,
+    split: str | None,
     labels_collection: str,
     source_collection: str,
     classes: tuple[str, ...],
@@ -149,11 +205,19 @@ def run(
     cluster: str | None,
     storage_options: dict[str, Any],
 ) -> None:
-    """Stream both collection archives into the Zarr store STORE (a path or an fsspec URL such
-    as s3://bucket/bigearthnet.zarr).
+    """Stream BigEarthNet's archives into the Zarr store STORE (a path or an fsspec URL such
+    as s3://bucket/bigearthnet.zarr); nothing is extracted to disk.
 
-    By default the archives come from the MLHub archive endpoint (MLHUB_ROOT_URL, key from
-    --api-key, MLHUB_API_KEY or the profiles file); nothing is extracted to disk.
+    \b
+    Zenodo v1.0:  ingest run v1.zarr --source-archive BigEarthNet-S2-v1.0.tar.gz
+    reBEN v2.0:   ingest run v2.zarr --source-archive BigEarthNet-S2.tar.zst \\
+                      --metadata metadata.parquet \\
+                      --metadata metadata_for_patches_with_snow_cloud_or_shadow.parquet
+    official:     ingest run v2.zarr --dataset bigearthnet-v2
+    MLHub:        ingest run v1.zarr [--labels-archive L.tar.gz --source-archive S.tar.gz]
+
+    Without archives, MLHub's two collection archives come from its archive endpoint
+    (MLHUB_ROOT_URL, key from --api-key, MLHUB_API_KEY or the profiles file).
     """
     from ..errors import UsageError
     from ..pipeline import run as run_pipeline
@@ -164,11 +228,17 @@ def run(
 
     config = RunConfig(
         store=store,
-        labels_archive=labels_archive,
-        source_archive=source_archive,
+        labels_archive=labels_archive or None,
+        source_archive=source_archive or None,
+        metadata=metadata,
+        layout=layout,
+        dataset=dataset,
+        modalities=tuple(m.strip() for m in modalities.split(",") if m.strip()),
+        zenodo_url=zenodo_url,
+        md5sums=read_md5sums(md5sums) if md5sums else {},
         labels_collection=labels_collection,
         source_collection=source_collection,
-        selection=Selection(classes, cloud_and_shadow, seasonal_snow, limit),
+        selection=Selection(classes, cloud_and_shadow, seasonal_snow, limit, split),
         labels_only=labels_only,
         shard_size=shard_size,
         overwrite=overwrite,

@@ -17,7 +17,7 @@ from ..nomenclature import BAND_SLOT, BANDS
 from .geotiff import decode_geotiff
 
 #: Files of a source item folder that are not band files of BigEarthNet v1 but are expected.
-_METADATA_FILES = frozenset({"stac.json"})
+_METADATA_FILES = frozenset({"stac.json", "labels_metadata.json"})
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ from ..errors import UsageError
 ZENODO_URL: Final = "https://zenodo.org"
 ZENODO_URL_ENV: Final = "INGEST_ZENODO_URL"
 DATASETS: Final = ("bigearthnet-v1", "bigearthnet-v2")
+#: The layout of each release's official files.
+DATASET_LAYOUTS: Final = {"bigearthnet-v1": "zenodo-v1", "bigearthnet-v2": "reben-v2"}
 #: What ``--with`` may add to Sentinel-2, per release.
 MODALITIES: Final = {"bigearthnet-v1": ("s1",), "bigearthnet-v2": ("s1", "reference-maps")}
 
