@@ -252,8 +252,17 @@ def _write_real_metadata(
 # --- synthetic --------------------------------------------------------------------------------
 
 
+_PLAN_COLUMNS: Final = (
+    "patch_id",
+    "labels",
+    "s1_name",
+    "contains_seasonal_snow",
+    "contains_cloud_or_shadow",
+)
+
+
 def _synthetic_plan(options: BuildOptions) -> list[_Patch]:
-    table = read_metadata()
+    table = read_metadata(_PLAN_COLUMNS)
     if not 1 <= options.patches <= table.num_rows:
         raise ValueError(f"patches must be between 1 and {table.num_rows}, got {options.patches}")
     chosen = np.random.default_rng([options.seed, _PATCHES_SEED]).choice(
