@@ -109,9 +109,14 @@ class _ItemBuilder:
         self.is_label = _is_label_item(document)
 
 
-def index_directory(directory: Path) -> ArchiveIndex:
-    """Index every ``<collection_id>.tar.gz`` in ``directory``, sorted by collection id."""
-    paths = sorted(p for p in Path(directory).iterdir() if p.name.endswith(_ARCHIVE_SUFFIX))
+def index_directory(directory: Path, *, skip: Callable[[str], bool] | None = None) -> ArchiveIndex:
+    """Index every ``<collection_id>.tar.gz`` in ``directory``, sorted by collection id, except
+    those whose file name ``skip`` accepts (e.g. Zenodo's archives, served by other routes)."""
+    paths = sorted(
+        p
+        for p in Path(directory).iterdir()
+        if p.name.endswith(_ARCHIVE_SUFFIX) and not (skip is not None and skip(p.name))
+    )
     return {collection.id: collection for collection in map(index_archive, paths)}
 
 

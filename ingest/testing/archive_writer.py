@@ -21,13 +21,15 @@ import tarfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, Literal, Protocol
 
+import zstandard
 from isal import igzip, isal_zlib
 
 __all__ = [
     "ARCHIVE_MTIME",
     "ArchiveWriter",
+    "Compression",
     "Member",
     "dir_member",
     "file_member",
@@ -40,6 +42,10 @@ __all__ = [
 #: Modification time of every member and of the gzip header (2021-02-01T23:12:11Z, a member mtime
 #: of the recorded real archive): fixed so that building twice gives identical bytes.
 ARCHIVE_MTIME: Final = 1612221131
+
+#: How :class:`ArchiveWriter` compresses the tar: gzip through isal as MLHub's archives, one zstd
+#: frame as the reBEN v2 archives (``zstd -6``: checksum on, no content size), or not at all.
+Compression = Literal["gzip", "zstd", "none"]
 
 #: A tar member as the writer takes it: the header, and the content of a regular file (else None).
 Member = tuple[tarfile.TarInfo, bytes | None]
@@ -99,6 +105,48 @@ class _GzipSink(io.RawIOBase):
         self._out.write(struct.pack("<II", self._crc & 0xFFFFFFFF, self._size & 0xFFFFFFFF))
 
 
+class _Sink(Protocol):
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+    def finish(self) -> None: ...
+
+
+class _ZstdSink(io.RawIOBase):
+    """A write-only file object that compresses into ``out`` as one zstd frame."""
+
+    def __init__(self, out: BinaryIO, level: int) -> None:
+        super().__init__()
+        compressor = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        self._writer = compressor.stream_writer(out, closefd=False)
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        self._writer.write(data)
+        return len(data)
+
+    def finish(self) -> None:
+        self._writer.close()  # type: ignore[no-untyped-call]  # ends the frame, keeps ``out``
+
+
+class _PlainSink(io.RawIOBase):
+    """The tar as it is."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        super().__init__()
+        self._out = out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        return self._out.write(data)
+
+    def finish(self) -> None:
+        pass
+
+
 def _info(name: str, kind: bytes, size: int = 0, mode: int = 0o644) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
@@ -137,12 +185,27 @@ class ArchiveWriter:
     """Write a GNU tar.gz member by member, streaming to ``path`` in constant memory.
 
     Use as a context manager; the archive is complete (tar end blocks, gzip trailer) on exit.
+    ``compression="zstd"`` writes one zstd frame instead, at zstd level ``compresslevel`` (1–22;
+    the default 6 is the reBEN archives' level); ``"none"`` a plain tar.
     """
 
-    def __init__(self, path: Path, *, compresslevel: int = 6) -> None:
-        level = isal_level(compresslevel)  # validate before creating the file
+    def __init__(
+        self, path: Path, *, compresslevel: int = 6, compression: Compression = "gzip"
+    ) -> None:
+        if compression == "gzip":
+            level = isal_level(compresslevel)  # validate before creating the file
+        elif compression == "zstd" and not 1 <= compresslevel <= 22:
+            raise ValueError(f"zstd level must be between 1 and 22, got {compresslevel}")
+        elif compression not in ("zstd", "none"):
+            raise ValueError(f"compression must be gzip, zstd or none, got {compression!r}")
         self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._sink = _GzipSink(self._file, level)
+        self._sink: _Sink
+        if compression == "gzip":
+            self._sink = _GzipSink(self._file, level)
+        elif compression == "zstd":
+            self._sink = _ZstdSink(self._file, compresslevel)
+        else:
+            self._sink = _PlainSink(self._file)
         self._tar = tarfile.open(  # noqa: SIM115 - closed in close()
             fileobj=self._sink, mode="w|", format=tarfile.GNU_FORMAT
         )

@@ -12,7 +12,9 @@ users of the real service hit (resets mid-body, 503/429, ignored ranges, slow or
     with Emulator(directory, api_key="k") as mlhub:
         os.environ["MLHUB_ROOT_URL"] = mlhub.root_url
 
-The routes are listed in :mod:`ingest.testing.mlhub_routes`. The server binds 127.0.0.1 by
+The routes are listed in :mod:`ingest.testing.mlhub_routes`; the same server also serves the
+directory's Zenodo-shaped files (the v1.0 and v2.0 records, :mod:`ingest.testing.zenodo_routes`)
+with the same blob semantics and faults. The server binds 127.0.0.1 by
 default, logs nothing (every request goes to :attr:`Emulator.requests` instead, with the key
 redacted) and never prints the key.
 """
@@ -23,7 +25,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +38,10 @@ from ingest.errors import InputDataError, UsageError
 from ingest.testing.archive_index import MemberReader, index_directory
 from ingest.testing.faults import Faults, FaultState
 from ingest.testing.mlhub_routes import API_PATH, MlhubApp
+from ingest.testing.zenodo_routes import ZenodoApp, is_record_file, zenodo_path
+
+#: A WSGI application.
+WsgiApp = Callable[[dict[str, Any], Any], Iterable[bytes]]
 
 __all__ = ["Emulator", "Faults", "RequestRecord", "serve_forever"]
 
@@ -83,13 +89,29 @@ class Emulator:
         self._server: _QuietServer | None = None
         self._thread: threading.Thread | None = None
         self._readers: dict[str, MemberReader] = {}
+        self._zenodo_files: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of the server (known once started)."""
+        if self._server is None:
+            raise RuntimeError("the emulator is not started")
+        return f"http://{_url_host(self._host)}:{self._server.port}"
 
     @property
     def root_url(self) -> str:
         """The ``MLHUB_ROOT_URL`` to use, with its trailing slash (known once started)."""
         if self._server is None:
             raise RuntimeError("the emulator is not started")
-        return f"http://{_url_host(self._host)}:{self._server.port}{API_PATH}"
+        return f"{self.base_url}{API_PATH}"
+
+    def zenodo_url(self, record: str, name: str) -> str:
+        """The Zenodo download URL of a served file (it answers 302 to the blob)."""
+        return f"{self.base_url}{zenodo_path(record, name)}"
+
+    def zenodo_urls(self) -> dict[str, str]:
+        """Every Zenodo-shaped file served: ``<record>/<name>`` -> its download URL."""
+        return {f"{r}/{n}": self.zenodo_url(r, n) for r, n in self._zenodo_files}
 
     def archive_url(self, collection_id: str) -> str:
         """The API URL of a collection's archive (it answers 303 to the blob)."""
@@ -139,11 +161,11 @@ class Emulator:
             raise RuntimeError("the emulator is already started")
         return self._listen(self._load())
 
-    def _load(self) -> MlhubApp:
-        """Index the archives (OSError, ValueError) and build the application over them."""
-        index = index_directory(self.directory)
+    def _load(self) -> WsgiApp:
+        """Index the archives (OSError, ValueError) and build the applications over them."""
+        index = index_directory(self.directory, skip=is_record_file)
         self._readers = {cid: MemberReader(found.path) for cid, found in index.items()}
-        return MlhubApp(
+        mlhub = MlhubApp(
             index,
             self._readers,
             api_key=self._api_key,
@@ -151,8 +173,21 @@ class Emulator:
             on_response=self._record,
             on_error=self._record_error,
         )
+        zenodo = ZenodoApp(
+            self.directory,
+            faults=self._faults,
+            on_response=self._record,
+            on_error=self._record_error,
+        )
+        self._zenodo_files = tuple(zenodo.files)
 
-    def _listen(self, app: MlhubApp) -> _QuietServer:
+        def route(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+            app = zenodo if ZenodoApp.handles(environ.get("PATH_INFO", "")) else mlhub
+            return app(environ, start_response)
+
+        return route
+
+    def _listen(self, app: WsgiApp) -> _QuietServer:
         """Bind the port (OSError if it cannot be)."""
         self._server = _QuietServer.bind(self._host, self._port, app, self._record_error)
         return self._server
@@ -188,10 +223,13 @@ def serve_forever(
     port: int = 8000,
     api_key: str | None = None,
     on_ready: Callable[[str], None] | None = None,
+    on_files: Callable[[Mapping[str, str]], None] | None = None,
 ) -> None:
     """Serve ``directory`` in the foreground (``ingest serve DIR``) until KeyboardInterrupt.
 
-    ``on_ready(root_url)`` is called once the port is listening, e.g. to print the URL to use.
+    ``on_ready(root_url)`` is called once the port is listening, e.g. to print the URL to use;
+    then ``on_files(urls)`` with the Zenodo-shaped files served (``<record>/<name>`` -> download
+    URL; see :mod:`ingest.testing.zenodo_routes`), if any.
     Unreadable archives raise :class:`InputDataError`, a port that cannot be bound
     :class:`UsageError`: one-line messages for the CLI.
     """
@@ -207,6 +245,8 @@ def serve_forever(
     try:
         if on_ready is not None:
             on_ready(emulator.root_url)
+        if on_files is not None and emulator.zenodo_urls():
+            on_files(emulator.zenodo_urls())
         server.serve_forever(poll_interval=_POLL_INTERVAL)  # returns on KeyboardInterrupt
     except KeyboardInterrupt:
         pass
@@ -234,7 +274,7 @@ class _QuietServer(ThreadedWSGIServer):
 
     @classmethod
     def bind(
-        cls, host: str, port: int, app: MlhubApp, on_error: Callable[[BaseException], None]
+        cls, host: str, port: int, app: WsgiApp, on_error: Callable[[BaseException], None]
     ) -> _QuietServer:
         # Bind here rather than in werkzeug, which prints to stderr and calls sys.exit() when the
         # port is taken; a plain OSError is what a library caller can handle.

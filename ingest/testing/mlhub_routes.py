@@ -15,30 +15,34 @@ that the collection list and single collections also answer anonymously, as the 
     GET|HEAD  /blob/mlhub/assets/{cid}/{iid}/{file}     one archive member, same behaviour
 
 Errors are compact ``{"detail": ...}`` JSON like stac-fastapi's. Documents come from
-:mod:`ingest.testing.stac_documents`; faults from :mod:`ingest.testing.faults`.
+:mod:`ingest.testing.stac_documents`; blob answers and faults from
+:mod:`ingest.testing.blob_store`.
 """
 
 from __future__ import annotations
 
 import hmac
 import io
-import json
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 from urllib.parse import quote
 
-from werkzeug.exceptions import HTTPException, RequestedRangeNotSatisfiable
+from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.routing import Map, RequestRedirect, Rule
 from werkzeug.wrappers import Request, Response
-from werkzeug.wsgi import wrap_file
 
 from ingest.testing import stac_documents as docs
 from ingest.testing.archive_index import ArchiveIndex, MemberReader, asset_etag
-from ingest.testing.faults import WRONG_LENGTH_EXTRA, Faults, FaultState, FaultyBody
+from ingest.testing.blob_store import (
+    blob_response,
+    error_response,
+    json_response,
+    unavailable_response,
+)
+from ingest.testing.faults import FaultState
 
-__all__ = ["API_PATH", "MlhubApp"]
+__all__ = ["API_PATH", "MlhubApp", "error_response", "json_response"]
 
 API_PATH = "/mlhub/v1/"
 _ARCHIVE_BLOBS = "blob/mlhub/archives/"
@@ -73,18 +77,6 @@ _URL_MAP = Map(
     ],
     strict_slashes=False,  # `collections/` and `collections` alike, without a redirect
 )
-
-
-def json_response(
-    payload: Any, status: int = 200, headers: Mapping[str, str] | None = None
-) -> Response:
-    """Compact JSON, ``Content-Type: application/json`` (no charset), like the v1-new API."""
-    body = json.dumps(payload, separators=(",", ":"))
-    return Response(body, status=status, mimetype="application/json", headers=dict(headers or {}))
-
-
-def error_response(status: int, detail: str, headers: Mapping[str, str] | None = None) -> Response:
-    return json_response({"detail": detail}, status, headers)
 
 
 def _see_other(location: str) -> Response:
@@ -131,7 +123,7 @@ class MlhubApp:
     def _respond(self, request: Request) -> Response:
         refusal = self._faults.claim_unavailable()
         if refusal is not None:
-            return _unavailable(refusal)
+            return unavailable_response(refusal)
         try:
             endpoint, args = _URL_MAP.bind_to_environ(request.environ).match()
         except RequestRedirect as redirect:
@@ -246,8 +238,9 @@ class MlhubApp:
         if found is None:
             return error_response(404, "The specified blob does not exist.")
         path = found.path
-        return self._blob(
+        return blob_response(
             request,
+            self._faults,
             lambda: cast(BinaryIO, path.open("rb")),
             size=found.size,
             etag=found.etag,
@@ -263,64 +256,15 @@ class MlhubApp:
             return error_response(404, "The specified blob does not exist.")
         reader = self._readers[cid]
         asset_type = docs.asset_type(item.stac, name)
-        return self._blob(
+        return blob_response(
             request,
+            self._faults,
             lambda: io.BytesIO(reader.read(*span)),
             size=span[1],
             etag=asset_etag(found, item, name),
             mtime=found.mtime,
             content_type=asset_type,
         )
-
-    def _blob(
-        self,
-        request: Request,
-        open_body: Callable[[], BinaryIO],
-        *,
-        size: int,
-        etag: str,
-        mtime: float,
-        content_type: str,
-    ) -> Response:
-        """A blob answer with werkzeug's own conditional and range handling, then the faults."""
-        faults = self._faults.faults
-        body = open_body() if request.method == "GET" else io.BytesIO()
-        response = Response(
-            wrap_file(request.environ, body), content_type=content_type, direct_passthrough=True
-        )
-        response.content_length = size  # a file body has no length werkzeug could compute
-        response.set_etag(etag)
-        response.last_modified = datetime.fromtimestamp(mtime, UTC)
-        # Without a complete length werkzeug treats the request as unranged: the ignore_range
-        # fault. Otherwise it answers 206 and clamps an end past the last byte to size - 1.
-        complete_length = None if faults.ignore_range else size
-        try:
-            response.make_conditional(request, accept_ranges=True, complete_length=complete_length)
-        except RequestedRangeNotSatisfiable:
-            response.close()
-            return error_response(
-                416, "Range Not Satisfiable", {"Content-Range": f"bytes */{size}"}
-            )
-        # make_conditional adds a Date header and so does the HTTP server: keep only the latter.
-        del response.headers["Date"]
-        if request.method == "GET" and response.status_code in (200, 206):
-            self._inject_body_faults(request, response, faults)
-        return response
-
-    def _inject_body_faults(self, request: Request, response: Response, faults: Faults) -> None:
-        length = response.content_length or 0
-        reset_after = self._faults.claim_reset(length)
-        if reset_after is not None or faults.trickle is not None:
-            response.response = FaultyBody(
-                cast(Iterable[bytes], response.response),
-                sock=request.environ.get("werkzeug.socket"),
-                reset_after=reset_after,
-                trickle=faults.trickle,
-            )
-        if faults.wrong_length:
-            # werkzeug's server closes every connection after its response, so the client sees
-            # the body end early instead of waiting for bytes that never come.
-            response.content_length = length + WRONG_LENGTH_EXTRA
 
 
 def _root(request: Request) -> str:
@@ -330,8 +274,3 @@ def _root(request: Request) -> str:
 
 def _no_collection(cid: str) -> Response:
     return error_response(404, f"Collection {cid} does not exist.")
-
-
-def _unavailable(faults: Faults) -> Response:
-    detail = HTTP_STATUS_CODES[faults.status]
-    return error_response(faults.status, detail, {"Retry-After": str(faults.retry_after)})

@@ -45,6 +45,7 @@ __all__ = [
     "RealPatch",
     "SampleArchives",
     "SampleOptions",
+    "example_files",
     "real_patches",
     "rewrite_archive",
     "synthetic_facts",
@@ -122,11 +123,20 @@ class _Patch:
 # --- the real example patches ---------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1)
 def _example_files() -> tuple[tuple[str, tuple[tuple[str, bytes], ...]], ...]:
-    """(patch, ((kind, bytes), …)) in the example tarball's order, read without extracting."""
+    return example_files(_EXAMPLE)
+
+
+@functools.lru_cache(maxsize=2)
+def example_files(example: str) -> tuple[tuple[str, tuple[tuple[str, bytes], ...]], ...]:
+    """(patch, ((kind, bytes), …)) of one of the wheel's example tarballs, both in its order.
+
+    ``example`` is ``BigEarthNet-S2-Example.tar.bz2`` (kinds ``B01`` … ``labels_metadata``) or
+    ``BigEarthNet-S1-Example.tar.bz2`` (``VV``, ``VH``, ``labels_metadata``); read without
+    extracting, the JSON as its original bytes.
+    """
     found: dict[str, dict[str, bytes]] = {}
-    resource = importlib.resources.files(_PACKAGE) / _EXAMPLE
+    resource = importlib.resources.files(_PACKAGE) / example
     with resource.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|bz2") as tar:
         for info in tar:
             match = _EXAMPLE_MEMBER.match(info.name)
