@@ -149,6 +149,8 @@ def run(
             location,
             capacity=capacity,
             shard=config.shard_size,
+            dataset=store.DATASET_V1,
+            layout="mlhub",
             labels_only=config.labels_only,
             attrs=_initial_attrs(state),
         )
@@ -223,7 +225,7 @@ def _read_labels(state: _Run) -> LabelIndex:
                 index.add(entry, config.selection, member)
             except InputDataError as error:
                 state.fail_or_skip(error, obj.item_id)
-        state.sources.append(feed.record())
+        state.sources.append({"role": "labels", **feed.record()})
     return index
 
 
@@ -277,7 +279,7 @@ def _ingest_source(
             writer.close()
             cutter.check_done(len(rows))
             _close(items)
-            state.sources.append(feed.record())
+            state.sources.append({"role": "s2", **feed.record()})
     except BaseException:
         writer.abort()
         raise
@@ -341,10 +343,11 @@ def _table(index: LabelIndex, rows: list[int]) -> store.SampleTable:
 
 
 def _initial_attrs(state: _Run) -> dict[str, Any]:
+    """What the store records from the start (``store.create`` adds ``contract_version``,
+    ``dataset`` and ``layout``)."""
     return {
         "ingest_version": __version__,
         "created": state.created,
-        "contract_version": 1,
         "options": state.config.recorded_options(),
     }
 

@@ -68,7 +68,9 @@ def test_render(real_store: Path) -> None:
 
 def test_an_unfinished_store(tmp_path: Path) -> None:
     path = tmp_path / "new.zarr"
-    store_module.create(path, capacity=40, shard=16, labels_only=False, attrs={})
+    store_module.create(
+        path, capacity=40, shard=16, dataset="bigearthnet-v1", layout="mlhub", attrs={}
+    )
     facts = summary(path)
     assert (facts["complete"], facts["samples"], facts["class_counts"]) == (False, None, None)
     assert facts["layout"]["bands_10m"]["shape"] == [40, 4, 120, 120]
@@ -106,7 +108,15 @@ def test_info_command_errors(tmp_path: Path) -> None:
     assert result.exit_code == 5
     assert result.stderr.startswith("error: ") and "not a Zarr v3 store" in result.stderr
     (tmp_path / "a").mkdir()
-    store_module.create(tmp_path / "a" / "s.zarr", capacity=1, shard=1, labels_only=True, attrs={})
+    store_module.create(
+        tmp_path / "a" / "s.zarr",
+        capacity=1,
+        shard=1,
+        dataset="bigearthnet-v1",
+        layout="mlhub",
+        labels_only=True,
+        attrs={},
+    )
     result = CliRunner().invoke(
         main, ["info", str(tmp_path / "a" / "s.zarr"), "--plot", str(tmp_path / "no" / "x.png")]
     )

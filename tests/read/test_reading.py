@@ -135,7 +135,9 @@ def test_an_incomplete_store_warns(real_store: Path, tmp_path: Path) -> None:
 def test_a_store_interrupted_before_its_first_shard(tmp_path: Path) -> None:
     """Band arrays pre-sized, nothing written: the arrays read as the fill value (0)."""
     path = tmp_path / "new.zarr"
-    store_module.create(path, capacity=40, shard=16, labels_only=False, attrs={})
+    store_module.create(
+        path, capacity=40, shard=16, dataset="bigearthnet-v1", layout="mlhub", attrs={}
+    )
     with pytest.warns(IncompleteStoreWarning):
         ds = open_store(path)
     assert ds["bands_10m"].shape == (40, 4, 120, 120)
