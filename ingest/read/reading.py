@@ -10,9 +10,9 @@ The per-pixel arrays of the store's own layout (inner chunk one sample, bytes + 
 end with its CRC32C: what :class:`ingest.store.shards.ShardEncoder` writes, uint16 or float32,
 with or without a band dimension) are read by :class:`ShardedBands`: one store request per shard
 (or the index plus byte ranges when only a few samples of a shard are wanted), then one blosc call
-per sample. zarr-python's sharding codec does
-the same work through an asyncio pipeline that costs ≈ 0.2 ms per inner chunk in Python, which
-bounds a full scan at a few hundred samples per second on two cores. Any other layout falls back
+per sample. zarr-python's sharding codec does the same work through an asyncio pipeline that costs
+≈ 0.2 ms per inner chunk in Python, which bounds a full scan at a few hundred samples per second on
+two cores. Any other layout falls back
 to xarray's own zarr backend; the values are the same either way (the tests compare them).
 
 Importing this module registers the ``ds.ben`` accessor (:mod:`ingest.read.accessor`).

@@ -1,5 +1,5 @@
-"""``ingest.store``: creating contract v2 stores of both releases with their optional per-pixel
-arrays, writing shards of each, finishing (trimming) and refusing what does not fit."""
+"""``ingest.store.zarrstore``: creating contract v2 stores of both releases with their optional
+per-pixel arrays, writing shards of each, finishing (trimming) and refusing what does not fit."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import zarr
 
-from ingest import store
 from ingest.errors import StoreError, UsageError
 from ingest.nomenclature import CLASSES_19, CLASSES_43
+from ingest.store import zarrstore as store
 
-from .conftest import WrittenStore, write_v2_store
+from ..conftest import WrittenStore, write_v2_store
 
 
 def test_a_v2_store_holds_what_was_written(v2_store: WrittenStore) -> None:
