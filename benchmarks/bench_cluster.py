@@ -72,7 +72,14 @@ def worker_rate(reference: Path, out: Path, shards: int) -> float:
     block = {g.array_name: np.asarray(group[g.array_name][:length]) for g in BAND_GROUPS}
     target = out / "worker.zarr"
     shutil.rmtree(target, ignore_errors=True)
-    store.create(target, capacity=shards * length, shard=length, labels_only=False, attrs={})
+    store.create(
+        target,
+        capacity=shards * length,
+        shard=length,
+        dataset=store.DATASET_V1,
+        layout="mlhub",
+        attrs={},
+    )
     start = time.perf_counter()
     for shard in range(shards):
         record = store.ShardRecord(shard, tuple(f"p{shard}-{i}" for i in range(length)))

@@ -180,6 +180,8 @@ def run(
             location,
             capacity=capacity,
             shard=config.shard_size,
+            dataset=layout.dataset,
+            layout=layout.name,
             labels_only=config.labels_only,
             attrs=_initial_attrs(state),
         )

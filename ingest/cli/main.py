@@ -269,13 +269,17 @@ def verify(store: str, storage_options: dict[str, Any]) -> None:
     first problems."""
     from ..store.location import StoreLocation
     from ..store.verify import check
+    from ..store.zarrstore import root_attrs
 
-    problems = check(StoreLocation.of(store, storage_options))
+    location = StoreLocation.of(store, storage_options)
+    problems = check(location)
     if problems:
         for problem in problems[:20]:
             click.echo(f"  {problem}", err=True)
         raise StoreError(f"{store}: {len(problems)} problem(s), first: {problems[0]}")
-    click.echo(f"{store}: valid store (contract v1, complete)")
+    attrs = root_attrs(location)
+    version, dataset = attrs.get("contract_version", 1), attrs.get("dataset", "bigearthnet-v1")
+    click.echo(f"{store}: valid store (contract v{version}, {dataset}, complete)")
 
 
 @main.command(name="classes")

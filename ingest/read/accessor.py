@@ -37,7 +37,8 @@ class Batch:
     bands: Mapping[str, np.ndarray]
     """Array name (``bands_10m`` …) -> (batch, bands, y, x) uint16."""
     labels: np.ndarray
-    """(batch, 43) bool, or (batch, 19) with ``nineteen=True``; columns in canonical order."""
+    """(batch, 43) bool, or (batch, 19) with ``nineteen=True`` or on a store with 19 classes
+    only (``bigearthnet-v2``); columns in canonical order."""
     index: np.ndarray
     """(batch,) int64 positions of the samples in the dataset the batches were drawn from."""
 
@@ -111,11 +112,15 @@ class BenAccessor:
     ) -> xr.Dataset:
         """The samples matching the notebook's ``filter_item``, as ``ds.isel(sample=...)``.
 
-        ``classes``: 43-class names (19-class names with ``nineteen=True``), ANY of them by
-        default, ALL of them with ``all_of=True``. ``cloud_and_shadow`` / ``seasonal_snow``: None
-        does not filter, True/False keeps only patches with that flag value. ``split``: one or
-        more of ``train``, ``validation``, ``test`` ("" for patches in no split); needs the
-        store's optional ``split`` coordinate. Only the label, flag and split arrays are read;
+        ``classes``: class names of the store's nomenclature — 43-class names on a
+        ``bigearthnet-v1`` store (19-class names there with ``nineteen=True``), 19-class names on
+        a ``bigearthnet-v2`` store, which has no other — ANY of them by default, ALL of them with
+        ``all_of=True``; an unknown name is a ValueError saying which nomenclature applies.
+        ``cloud_and_shadow`` / ``seasonal_snow``: None does not filter, True/False keeps only
+        patches with that flag value. ``split``: one or more of ``train``, ``validation``,
+        ``test`` ("" for patches in no split); needs the store's optional ``split`` coordinate
+        (both releases: the official tables for v1, the metadata for v2). Only the label, flag
+        and split arrays are read;
         the band arrays of the result are still lazy.
         """
         ds = self._ds
@@ -131,7 +136,13 @@ class BenAccessor:
             unknown = [s for s in splits if s not in (*SPLITS, "")]
             if unknown:
                 raise ValueError(f"unknown split {unknown[0]!r}: use one of {', '.join(SPLITS)}")
-        labels, names = self._label_table(nineteen) if wanted_classes else (None, ())
+        labels, names = self._label_table(nineteen) if wanted_classes else (None, [])
+        unknown = [c for c in wanted_classes if c not in names]
+        if unknown:
+            raise ValueError(
+                f"unknown class name {unknown[0]!r}: {self._nomenclature(nineteen)} "
+                "(see `ingest classes`)"
+            )
         n = ds.sizes["sample"]
         mask = selection_mask(
             labels if labels is not None else np.zeros((n, 0), dtype=bool),
@@ -145,13 +156,35 @@ class BenAccessor:
         return ds.isel(sample=np.flatnonzero(mask))
 
     def labels_of(self, i: int, *, nineteen: bool = False) -> list[str]:
-        """The class names of sample ``i`` (position in this dataset), canonical order."""
-        var, dim = ("labels19", "label19") if nineteen else ("labels", "label")
+        """The class names of sample ``i`` (position in this dataset), canonical order: 43-class
+        names on a ``bigearthnet-v1`` store (19-class with ``nineteen=True``), 19-class names on a
+        ``bigearthnet-v2`` store."""
+        var, dim = self._label_names(nineteen)
         row = np.asarray(self._ds[var].isel(sample=i).values, dtype=bool)
         return [str(name) for name in np.asarray(self._ds[dim].values)[row]]
 
+    @property
+    def has_43_classes(self) -> bool:
+        """Whether the store has the 43-class ``labels`` (``bigearthnet-v1``) besides the 19."""
+        return "labels" in self._ds.variables
+
+    def _label_names(self, nineteen: bool) -> tuple[str, str]:
+        """The label array and its class dimension: the 19-class ones when asked or when the
+        store has no other (``bigearthnet-v2``)."""
+        if nineteen or not self.has_43_classes:
+            return "labels19", "label19"
+        return "labels", "label"
+
+    def _nomenclature(self, nineteen: bool) -> str:
+        if not self.has_43_classes:
+            dataset = self._ds.attrs.get("dataset") or "this store"
+            return f"{dataset} uses the 19-class nomenclature only"
+        if nineteen:
+            return "nineteen=True selects among the 19 classes"
+        return "this store uses the 43 classes of BigEarthNet v1.0 (nineteen=True for the 19)"
+
     def _label_table(self, nineteen: bool) -> tuple[np.ndarray, list[str]]:
-        var, dim = ("labels19", "label19") if nineteen else ("labels", "label")
+        var, dim = self._label_names(nineteen)
         names = [str(n) for n in self._ds[dim].values]
         return np.asarray(self._ds[var].values, dtype=bool), names
 
@@ -250,7 +283,7 @@ class BenAccessor:
             raise ValueError(f"batch_size and window must be >= 1, got {batch_size}, {window}")
         resolutions = (resolution,) if isinstance(resolution, str) else tuple(resolution)
         names = [self._group(r).array_name for r in resolutions]
-        labels = self._label_table(nineteen)[0]
+        labels = self._label_table(nineteen)[0]  # (n, 19) on a bigearthnet-v2 store
         plan = _plan(_blocks(self._ds, names), window=window, shuffle=shuffle, seed=seed)
         return _batches(self._ds, names, labels, plan, batch_size, drop_last)
 

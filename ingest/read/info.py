@@ -29,11 +29,26 @@ DATA_VARIABLES = (
     "bands_10m",
     "bands_20m",
     "bands_60m",
+    "bands_s1",
+    "reference_map",
     "labels",
     "labels19",
     "cloud_and_shadow",
     "seasonal_snow",
 )
+#: The root attributes the summary repeats.
+_ATTRIBUTES = (
+    "title",
+    "ingest_version",
+    "contract_version",
+    "dataset",
+    "layout",
+    "created",
+    "counts",
+)
+#: Which per-pixel array shows which modality is in the store.
+MODALITIES = {"s2": "bands_10m", "s1": "bands_s1", "reference_maps": "reference_map"}
+_MODALITY_NAMES = {"s2": "Sentinel-2", "s1": "Sentinel-1", "reference_maps": "reference maps"}
 _UNFINISHED = "NO (unfinished or interrupted: continue it with ingest run --resume)"
 #: Patches in the mosaic of :func:`plot`, at most.
 MOSAIC = 16
@@ -45,8 +60,11 @@ def summary(
     """The facts ``ingest info`` prints, JSON-serialisable.
 
     Keys: ``store``, ``complete``, ``samples`` (None while the store is unfinished),
-    ``attributes`` (version, creation time, title, counts, skipped), ``class_counts`` and
-    ``class_counts_19`` (name -> patches, canonical order), ``cloud_and_shadow`` and
+    ``attributes`` (version, contract, ``dataset`` and ``layout``, creation time, title, counts,
+    skipped), ``modalities`` (of ``s2``, ``s1``, ``reference_maps``: those with their arrays),
+    ``classes`` (43 or 19: the store's nomenclature, 19 for ``bigearthnet-v2``),
+    ``class_counts`` (name -> patches in the store's nomenclature, canonical order) and
+    ``class_counts_19`` (the same for the 19 classes), ``cloud_and_shadow`` and
     ``seasonal_snow`` (patches flagged), ``split_counts`` (train/validation/test/"" -> patches, or
     None when the store has no split), ``size_bytes`` and ``layout`` (array -> shape, dtype,
     chunks, shards). Raises :class:`~ingest.errors.StoreError` when ``store`` is not a store.
@@ -55,18 +73,20 @@ def summary(
     arrays = dict(group.arrays())
     attrs = dict(group.attrs)
     skipped = attrs.get("skipped")
-    labels = _values(arrays, "labels")
     labels19 = _values(arrays, "labels19")
+    # bigearthnet-v1 stores count the 43 classes, v2 stores (and unfinished ones without their
+    # `label` dimension) the 19 they have.
+    nineteen_only = "label" not in arrays
+    labels = labels19 if nineteen_only else _values(arrays, "labels")
     return {
         "store": os.fspath(store),
         "complete": attrs.get("complete") is True,
-        "samples": None if labels is None else int(labels.shape[0]),
-        "attributes": {
-            key: attrs.get(key)
-            for key in ("title", "ingest_version", "contract_version", "created", "counts")
-        }
+        "samples": None if labels19 is None else int(labels19.shape[0]),
+        "attributes": {key: attrs.get(key) for key in _ATTRIBUTES}
         | {"skipped": len(skipped) if isinstance(skipped, list) else 0},
-        "class_counts": _counts(arrays, "label", labels),
+        "modalities": [m for m, name in MODALITIES.items() if name in arrays],
+        "classes": 19 if nineteen_only else 43,
+        "class_counts": _counts(arrays, "label19" if nineteen_only else "label", labels),
         "class_counts_19": _counts(arrays, "label19", labels19),
         "cloud_and_shadow": _flag_count(arrays, "cloud_and_shadow"),
         "seasonal_snow": _flag_count(arrays, "seasonal_snow"),
@@ -124,6 +144,8 @@ def render(facts: dict[str, Any]) -> str:
         f"size on disk:     {human_bytes(facts['size_bytes'])}",
         f"ingest version:   {attrs.get('ingest_version') or '-'}"
         f" (contract {attrs.get('contract_version') or '-'})",
+        f"dataset:          {attrs.get('dataset') or '-'} (layout {attrs.get('layout') or '-'})",
+        f"modalities:       {', '.join(_MODALITY_NAMES[m] for m in facts['modalities']) or '-'}",
         f"created:          {attrs.get('created') or '-'}",
         f"skipped items:    {attrs.get('skipped', 0):,}",
     ]
@@ -142,7 +164,7 @@ def render(facts: dict[str, Any]) -> str:
             + ("" if shards is None else f", shard {_shape(shards)}")
         )
     if facts["class_counts"] is not None:
-        lines.append("classes (43, canonical order):")
+        lines.append(f"classes ({facts['classes']}, canonical order):")
         width = max(len(f"{c:,}") for c in facts["class_counts"].values())
         for index, (name, count) in enumerate(facts["class_counts"].items()):
             lines.append(f"  {index:2d}  {count:>{width},}  {name}")
@@ -164,21 +186,25 @@ def plot(
 ) -> None:
     """Write a PNG (1600 × 900 px): class frequencies on the left, and on the right a mosaic of up
     to 16 true-colour patches (evenly spaced through the store, :meth:`BenAccessor.rgb` stretch)
-    titled with their classes."""
+    titled with their classes (in the store's nomenclature: 19 classes for a ``bigearthnet-v2``
+    store)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     facts = summary(store, storage_options)
     figure = Figure(figsize=(16, 9), dpi=100)
     FigureCanvasAgg(figure)  # Agg: renders to a file, needs no display
-    # Left: the 43 class frequencies; right: a 4 × 4 mosaic of square cells.
+    # Left: the class frequencies (43 or 19: the store's nomenclature); right: a 4 × 4 mosaic.
     bars = figure.add_subplot(figure.add_gridspec(1, 1, left=0.2, right=0.47, top=0.93)[0])
     counts = facts["class_counts"] or {}
     bars.barh(range(len(counts)), list(counts.values()), color="#4a7f4a")
     bars.set_yticks(range(len(counts)), [textwrap.shorten(n, 48) for n in counts], fontsize=6)
     bars.invert_yaxis()
     bars.set_xlabel("patches")
-    bars.set_title(f"class frequencies ({facts['samples'] or 0:,} patches)", fontsize=10)
+    bars.set_title(
+        f"class frequencies ({facts['samples'] or 0:,} patches, {facts['classes']} classes)",
+        fontsize=10,
+    )
     cells = figure.add_gridspec(
         4, 4, left=0.52, right=0.98, top=0.95, bottom=0.02, hspace=0.4, wspace=0.06
     )

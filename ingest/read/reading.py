@@ -1,16 +1,18 @@
 """Reading the store: :func:`open_store` opens it as an xarray Dataset the fast way.
 
 ``xr.open_zarr`` makes one dask chunk per *inner* chunk, i.e. per sample, and a whole-array
-reduction pays the task overhead 590,326 times (engineering notes: ≈ 7× slower). Here the band
-arrays get one dask chunk per shard and everything else (labels, flags, coordinates) one chunk, so
-selecting on labels and flags reads a few small objects and never a band shard.
+reduction pays the task overhead 590,326 times (engineering notes: ≈ 7× slower). Here the
+per-pixel arrays (``bands_10m`` … ``bands_s1``, ``reference_map``) get one dask chunk per shard and
+everything else (labels, flags, coordinates) one chunk, so selecting on labels and flags reads a
+few small objects and never a band shard.
 
-The band arrays of the store's own layout (inner chunk one sample, bytes + blosc, index at the end
-with its CRC32C: what :class:`ingest.store.shards.ShardEncoder` writes) are read by
-:class:`ShardedBands`: one store request per shard (or the index plus byte ranges when only a few
-samples of a shard are wanted), then one blosc call per sample. zarr-python's sharding codec does
-the same work through an asyncio pipeline that costs ≈ 0.2 ms per inner chunk in Python, which
-bounds a full scan at a few hundred samples per second on two cores. Any other layout falls back
+The per-pixel arrays of the store's own layout (inner chunk one sample, bytes + blosc, index at the
+end with its CRC32C: what :class:`ingest.store.shards.ShardEncoder` writes, uint16 or float32,
+with or without a band dimension) are read by :class:`ShardedBands`: one store request per shard
+(or the index plus byte ranges when only a few samples of a shard are wanted), then one blosc call
+per sample. zarr-python's sharding codec does the same work through an asyncio pipeline that costs
+≈ 0.2 ms per inner chunk in Python, which bounds a full scan at a few hundred samples per second on
+two cores. Any other layout falls back
 to xarray's own zarr backend; the values are the same either way (the tests compare them).
 
 Importing this module registers the ``ds.ben`` accessor (:mod:`ingest.read.accessor`).
@@ -35,6 +37,7 @@ from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from .. import schemas
 from ..errors import StoreError
 from ..store.shards import ShardEncoder
 from . import accessor as _accessor  # noqa: F401  (registers ``ds.ben``)
@@ -43,6 +46,13 @@ __all__ = ["IncompleteStoreWarning", "ShardedBands", "open_group", "open_store"]
 
 #: Marks an absent inner chunk in a shard index (offset and length both 2**64 - 1).
 _ABSENT = np.iinfo(np.uint64).max
+#: The per-pixel arrays of every contract (layout ``sharded``): chunked by shards here.
+PIXEL_ARRAYS = frozenset(
+    name
+    for version in schemas.STORE_CONTRACTS
+    for name, spec in schemas.store_contract(version)["data_variables"].items()
+    if spec["layout"] == "sharded"
+)
 
 
 class IncompleteStoreWarning(UserWarning):
@@ -55,9 +65,10 @@ def open_store(
     """Open an ingest store as a lazy Dataset whose dask chunks follow the shards.
 
     ``store`` is a local path, any URL fsspec understands (``file://``, ``s3://``, ``https://``
-    …, with ``storage_options`` passed to fsspec) or a zarr ``Store``. The band arrays
-    (``bands_10m`` …) get dask chunks of ``{"sample": S}``, S being the shard length recorded in
-    their metadata; every other variable and coordinate is one chunk. Nothing but metadata is read
+    …, with ``storage_options`` passed to fsspec) or a zarr ``Store``. The per-pixel arrays
+    (``bands_10m`` …, ``bands_s1``, ``reference_map`` when the store has them) get dask chunks of
+    ``{"sample": S}``, S being the shard length recorded in their metadata; every other variable
+    and coordinate is one chunk. Nothing but metadata is read
     until something is computed. Warns :class:`IncompleteStoreWarning` when the store's
     ``complete`` attribute is not true. Raises :class:`~ingest.errors.StoreError` when ``store``
     is not a Zarr group.
@@ -78,7 +89,7 @@ def open_store(
         key = str(name)
         if key in raw.indexes:  # label / band names: small, already in memory
             variables[key] = variable
-        elif key.startswith("bands_") and variable.dims[:1] == ("sample",):
+        elif key in PIXEL_ARRAYS and variable.dims[:1] == ("sample",):
             variables[key] = _band_variable(group, key, variable, token)
         else:
             variables[key] = variable.chunk(dict.fromkeys(variable.dims, -1), name=f"{token}-{key}")
@@ -116,7 +127,8 @@ def open_group(
 
 
 def _band_variable(group: zarr.Group, name: str, variable: xr.Variable, token: str) -> xr.Variable:
-    """A band array chunked by shards, read by :class:`ShardedBands` when the layout allows."""
+    """A per-pixel array chunked by shards, read by :class:`ShardedBands` when the layout
+    allows."""
     array = group[name]
     assert isinstance(array, zarr.Array)
     shard = array.shards[0] if array.shards else array.chunks[0]
@@ -132,7 +144,8 @@ def _band_variable(group: zarr.Group, name: str, variable: xr.Variable, token: s
 
 
 class ShardedBands(BackendArray):
-    """A band array of the store's layout, read shard by shard (see the module docstring).
+    """A per-pixel array of the store's layout (uint16 bands and maps, float32 S1), read shard by
+    shard (see the module docstring).
 
     Supports outer indexing; every sample wanted from one shard is served by one store request
     when they are at least half the shard (the usual case: dask asks for whole shards), else by
@@ -141,7 +154,7 @@ class ShardedBands(BackendArray):
 
     def __init__(self, array: zarr.Array[Any], encoder: ShardEncoder) -> None:
         self.shape: tuple[int, ...] = tuple(array.shape)
-        self.dtype = np.dtype("<u2")
+        self.dtype = encoder.dtype
         self._store = array.store
         self._keys = [
             f"{array.path}/{array.metadata.encode_chunk_key((s, *[0] * (array.ndim - 1)))}"
@@ -149,7 +162,7 @@ class ShardedBands(BackendArray):
         ]
         self._length = encoder.length
         self._blosc: Blosc = encoder.blosc
-        self._fill = int(array.fill_value)
+        self._fill = np.asarray(array.fill_value, dtype=self.dtype)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return indexing.explicit_indexing_adapter(  # type: ignore[no-any-return]

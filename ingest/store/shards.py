@@ -1,4 +1,4 @@
-"""Whole-shard encoding of the band arrays: one batch of samples → one shard object.
+"""Whole-shard encoding of the per-pixel arrays: one batch of samples → one shard object.
 
 Hand-written for speed, with zarr-python as the reference. zarr-python's sharding codec encodes
 each inner chunk through its asyncio codec pipeline; measured here it spends about 1.2 ms of
@@ -6,9 +6,10 @@ CPU per patch in that machinery on top of 0.3 ms of actual blosc work, which mad
 bottleneck of the ingest. The shard format of the Zarr v3 sharding spec is small: the encoded
 inner chunks back to back, then an index of (offset, nbytes) uint64 pairs (2**64 - 1 for an
 absent chunk) followed by its CRC32C. :class:`ShardEncoder` writes exactly that for the one
-layout the store uses (inner chunk = one sample, bytes + blosc, index at the end, crc32c), and
-declines any other layout, for which zarr-python writes the shard itself. The tests hold the
-output byte for byte to zarr-python's for full and partial shards.
+layout the store uses (inner chunk = one sample, bytes + blosc, index at the end, crc32c), of
+any rank and of the store's pixel dtypes (uint16 bands and reference maps, float32 S1), and
+declines any other layout or dtype, for which zarr-python writes the shard itself. The tests hold
+the output byte for byte to zarr-python's for full and partial shards of each.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 _ABSENT = np.iinfo(np.uint64).max
+#: The pixel dtypes the encoder writes (little-endian, as the bytes codec stores them).
+DTYPES = (np.dtype("<u2"), np.dtype("<f4"))
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class ShardEncoder:
     length: int
     """Samples per shard."""
     blosc: Blosc
+    dtype: np.dtype[Any] = DTYPES[0]
+    """The array's dtype, little-endian."""
 
     @classmethod
     def for_array(cls, array: zarr.Array[Any]) -> ShardEncoder | None:
@@ -51,7 +56,7 @@ class ShardEncoder:
             or not isinstance(inner[0], BytesCodec)
             or not isinstance(inner[1], BloscCodec)
             or [type(c) for c in sharding.index_codecs] != [BytesCodec, Crc32cCodec]
-            or array.dtype != np.dtype("<u2")
+            or array.dtype not in DTYPES
             or any(_endian(c) not in (None, "little") for c in (inner[0], sharding.index_codecs[0]))
         ):
             return None
@@ -64,7 +69,7 @@ class ShardEncoder:
             blocksize=blosc.blocksize,
             typesize=blosc.typesize,
         )  # fmt: skip
-        return cls(array.shards[0], codec)
+        return cls(array.shards[0], codec, np.dtype(array.dtype))
 
     def encode(self, block: np.ndarray) -> bytes:
         return bytes(self.encode_into(block))
@@ -77,7 +82,7 @@ class ShardEncoder:
         """
         if block.shape[0] > self.length:
             raise ValueError(f"{block.shape[0]} samples do not fit a shard of {self.length}")
-        block = np.ascontiguousarray(block, dtype="<u2")
+        block = np.ascontiguousarray(block, dtype=self.dtype)
         parts = []
         index = np.full((self.length, 2), _ABSENT, dtype="<u8")
         offset = 0

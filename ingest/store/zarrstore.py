@@ -1,12 +1,13 @@
 """The store: creating, writing and finishing the analysis-ready Zarr store of the contract
-(``schemas/store-contract-v1.json``, from ``shared/design/store-contract.md``).
+(``schemas/store-contract-v2.json``, from ``shared/design/store-contract.md``).
 
-Life of a store: :func:`create` pre-sizes the three band arrays for the largest possible number of
-samples and marks the store incomplete; workers call :func:`write_shard` with batches of exactly one
-shard (never two writers on one shard: zarr-python #3682), and each finished shard leaves a journal
-entry (a child group of ``_ingest`` holding its patch ids) so that a resumed run skips it;
-:func:`finish` trims the band arrays to the samples written, writes the small label, flag and
-coordinate arrays, drops the journal, consolidates the metadata and sets ``complete`` last.
+Life of a store: :func:`create` pre-sizes the per-pixel arrays (the three S2 band arrays, and
+``bands_s1`` / ``reference_map`` when asked) for the largest possible number of samples and marks
+the store incomplete; workers call :func:`write_shard` with batches of exactly one shard (never two
+writers on one shard: zarr-python #3682), and each finished shard leaves a journal entry (a child
+group of ``_ingest`` holding its patch ids) so that a resumed run skips it; :func:`finish` trims
+the per-pixel arrays to the samples written, writes the small label, flag and coordinate arrays,
+drops the journal, consolidates the metadata and sets ``complete`` last.
 Arrays are written with zarr-python directly, following xarray's conventions
 (``dimension_names``, a ``coordinates`` attribute, CF time units), so ``xr.open_zarr`` reads the
 store as a Dataset without the ingest ever touching xarray on its hot path.
@@ -25,39 +26,84 @@ from zarr.codecs import BloscCodec
 
 from .. import schemas
 from ..errors import StoreError, UsageError
-from ..nomenclature import BAND_GROUPS, CLASSES_19, CLASSES_43
 from .location import StoreLocation, Where
 from .shards import write_block
 
 #: Chunk length along ``sample`` of the small, unsharded arrays (contract: >= 65,536).
 LARGE_CHUNK = 65536
-#: Pixels compress with zstd after bit-shuffling the uint16 words (see the README for the figures).
+#: Pixels compress with zstd after bit-shuffling the words (see the README for the figures); the
+#: same codec serves the uint16 bands and maps and the float32 S1 backscatter.
 BAND_CODEC = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
 SAMPLE_COORDS = ("patch_id", "time", "epsg", "x_ul", "y_ul")
 #: The resume journal: a zarr group (so readers and zarr itself see a valid hierarchy), removed
 #: when the store is finished.
 JOURNAL = "_ingest"
-TIME_ATTRS = schemas.load(schemas.STORE_CONTRACT)["coordinates"]["time"]["attributes"]
+CONTRACT: dict[str, Any] = schemas.store_contract(2)
+CONTRACT_VERSION: int = CONTRACT["contract_version"]
+TIME_ATTRS = CONTRACT["coordinates"]["time"]["attributes"]
+#: The ``dataset`` root attribute of each release.
+DATASET_V1 = "bigearthnet-v1"
+DATASET_V2 = "bigearthnet-v2"
+#: dataset -> the distributions (``layout`` root attribute) it may come from.
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    name: tuple(spec["layouts"]) for name, spec in CONTRACT["datasets"].items()
+}
+#: The optional string coordinates :attr:`SampleTable.optional` may carry.
+OPTIONAL_COORDS: tuple[str, ...] = ("patch_id_v1", *CONTRACT["optional_coordinates"])
+
+
+@dataclass(frozen=True)
+class PixelArray:
+    """One per-pixel array of the contract (layout ``sharded``): ``(sample, *inner)``."""
+
+    name: str
+    dims: tuple[str, ...]
+    inner: tuple[int, ...]
+    """The shape of one sample."""
+    dtype: str
+    band_dim: str | None
+    """The dimension naming its bands (``band_10m`` …), None for ``reference_map``."""
+
+
+def _pixel_arrays() -> dict[str, PixelArray]:
+    arrays = {}
+    for name, spec in CONTRACT["data_variables"].items():
+        if spec["layout"] != "sharded":
+            continue
+        dims = tuple(spec["dims"])
+        band = next((d for d in dims if d in CONTRACT["dimension_coordinates"]), None)
+        inner = tuple(int(CONTRACT["dimensions"][d]) for d in dims[1:])
+        arrays[name] = PixelArray(name, dims, inner, spec["dtype"], band)
+    return arrays
+
+
+#: The per-pixel arrays by name, in contract order: bands_10m, bands_20m, bands_60m, bands_s1,
+#: reference_map (all of them 10 m pixels except the 20 m and 60 m S2 bands).
+PIXEL_ARRAYS: dict[str, PixelArray] = _pixel_arrays()
+S2_ARRAYS = ("bands_10m", "bands_20m", "bands_60m")
+_GSD = {"10m": 10.0, "20m": 20.0, "60m": 60.0}
 
 
 @dataclass(frozen=True)
 class SampleTable:
-    """The per-sample small arrays, in sample order (the source archive's)."""
+    """The per-sample small arrays, in sample order (the S2 archive's)."""
 
     patch_id: list[str]
     time: np.ndarray
     """int64 seconds since the Unix epoch."""
-    labels: np.ndarray | None
-    """(n, 43) in v1; None in v2 (19 classes only)."""
     labels19: np.ndarray
+    """(n, 19) bool: v1 derived from ``labels`` by the official mapping, v2 the metadata's."""
     cloud_and_shadow: np.ndarray
     seasonal_snow: np.ndarray
+    labels: np.ndarray | None = None
+    """(n, 43) bool for a ``bigearthnet-v1`` store; None for ``bigearthnet-v2`` (19 classes)."""
     epsg: np.ndarray | None = None
     """int32; None for a labels-only store, like ``x_ul`` and ``y_ul``."""
     x_ul: np.ndarray | None = None
     y_ul: np.ndarray | None = None
     optional: dict[str, np.ndarray] = field(default_factory=dict)
-    """The contract's optional coordinates (``country``, ``season``, ``split``) when known."""
+    """The contract's optional string coordinates when known: ``split``, ``country``, ``season``
+    (v1), ``patch_id_v1`` (v2: required there), ``s1_patch_id`` (with ``bands_s1``)."""
 
     def __len__(self) -> int:
         return len(self.patch_id)
@@ -76,36 +122,79 @@ def prepare_path(store_at: Where, *, overwrite: bool) -> None:
 
 
 def create(
-    store_at: Where, *, capacity: int, shard: int, labels_only: bool, attrs: dict[str, Any]
+    store_at: Where,
+    *,
+    capacity: int,
+    shard: int,
+    dataset: str,
+    layout: str,
+    attrs: dict[str, Any],
+    labels_only: bool = False,
+    s1: bool = False,
+    reference_maps: bool = False,
 ) -> None:
-    """Create the group, the dimension coordinates and the pre-sized band arrays."""
+    """Create the group, the dimension coordinates and the pre-sized per-pixel arrays.
+
+    ``dataset`` (``bigearthnet-v1`` / ``bigearthnet-v2``) and ``layout`` (its distribution:
+    ``mlhub``, ``zenodo-v1``, ``reben-v2``) go into the root attributes with ``contract_version``
+    2, over anything ``attrs`` says. The ``label`` dimension (43 classes) exists for v1 only.
+    The S2 band arrays are created unless ``labels_only``; ``bands_s1`` with ``s1`` and
+    ``reference_map`` with ``reference_maps`` (v2 only), all with the same shard length, fill 0.
+    """
     location = StoreLocation.of(store_at)
     if shard < 1:
         raise UsageError(f"--shard-size must be >= 1, got {shard}")
+    if dataset not in LAYOUTS:
+        raise UsageError(f"unknown dataset {dataset!r}: one of {', '.join(LAYOUTS)}")
+    if layout not in LAYOUTS[dataset]:
+        raise UsageError(
+            f"layout {layout!r} is not a distribution of {dataset} ({', '.join(LAYOUTS[dataset])})"
+        )
+    if reference_maps and dataset != DATASET_V2:
+        raise UsageError(f"reference maps belong to {DATASET_V2}, not {dataset}")
+    if labels_only and (s1 or reference_maps):
+        raise UsageError("a labels-only store has no per-pixel arrays (S1, reference maps)")
     try:
         group = location.open_group(mode="w-", zarr_format=3)
     except (FileExistsError, zarr.errors.ContainsGroupError, zarr.errors.ContainsArrayError) as exc:
         raise StoreError(f"{location}: cannot create store ({exc})") from None
-    group.attrs.update({**attrs, "complete": False})
+    group.attrs.update(
+        {
+            **attrs,
+            "contract_version": CONTRACT_VERSION,
+            "dataset": dataset,
+            "layout": layout,
+            "complete": False,
+        }
+    )
     group.create_group(JOURNAL)
-    coords = " ".join(SAMPLE_COORDS if not labels_only else SAMPLE_COORDS[:2])
-    _write_names(group, "label", CLASSES_43)
-    _write_names(group, "label19", CLASSES_19)
+    if dataset == DATASET_V1:
+        _write_names(group, "label", tuple(CONTRACT["dimension_coordinates"]["label"]))
+    _write_names(group, "label19", tuple(CONTRACT["dimension_coordinates"]["label19"]))
     if labels_only:
         return
-    for g in BAND_GROUPS:
-        _write_names(group, f"band_{g.resolution}", g.bands)
-        inner = (1, len(g.bands), g.size, g.size)
+    wanted = [
+        *S2_ARRAYS,
+        *(["bands_s1"] if s1 else []),
+        *(["reference_map"] if reference_maps else []),
+    ]
+    coords = " ".join(SAMPLE_COORDS)
+    for name in wanted:
+        pixels = PIXEL_ARRAYS[name]
+        if pixels.band_dim is not None:
+            _write_names(
+                group, pixels.band_dim, tuple(CONTRACT["dimension_coordinates"][pixels.band_dim])
+            )
         group.create_array(
-            g.array_name,
-            shape=(capacity, *inner[1:]),
-            chunks=inner,
-            shards=(shard, *inner[1:]),
-            dtype="uint16",
+            name,
+            shape=(capacity, *pixels.inner),
+            chunks=(1, *pixels.inner),
+            shards=(shard, *pixels.inner),
+            dtype=pixels.dtype,
             fill_value=0,
             compressors=BAND_CODEC,
-            dimension_names=list(g.dims),
-            attributes={"coordinates": coords, "gsd": g.gsd},
+            dimension_names=list(pixels.dims),
+            attributes={"coordinates": coords, "gsd": _GSD[pixels.dims[-1].split("_")[1]]},
         )
 
 
@@ -116,7 +205,7 @@ def _write_names(group: zarr.Group, dim: str, names: tuple[str, ...]) -> None:
 
 @cache
 def _band_array(location: StoreLocation, name: str) -> zarr.Array[Any]:
-    """Each worker process opens each band array once."""
+    """Each worker process opens each per-pixel array once."""
     return zarr.open_array(
         location.zarr_url, path=name, mode="r+", storage_options=location.zarr_options
     )
@@ -133,13 +222,14 @@ class ShardRecord:
 def write_shard(
     store_at: Where, start: int, bands: dict[str, np.ndarray], record: ShardRecord
 ) -> int:
-    """Write one batch (``bands``: array name → (k, bands, y, x) uint16) at sample ``start``,
-    then its journal entry.
+    """Write one batch at sample ``start``, then its journal entry.
 
-    ``start`` must be a shard boundary and k at most one shard, so that a batch is exactly one shard
-    and no two writers ever touch the same shard. The journal entry is written after all three
-    shard files (each written whole by an atomic rename), so an entry means a finished shard.
-    Returns k.
+    ``bands`` maps per-pixel array names to blocks of k samples, each of its array's dtype and
+    sample shape: ``bands_10m`` (k, 4, 120, 120) uint16 …, ``bands_s1`` (k, 2, 120, 120)
+    float32, ``reference_map`` (k, 120, 120) uint16. ``start`` must be a shard boundary and k at
+    most one shard, so that a batch is exactly one shard and no two writers ever touch the same
+    shard. The journal entry is written after every shard file of the batch (each written whole
+    by an atomic rename), so an entry means a finished shard. Returns k.
     """
     location = StoreLocation.of(store_at)
     k = 0
@@ -150,6 +240,11 @@ def write_shard(
         if start % shard or k > shard or len(record.patch_ids) != k:
             raise StoreError(
                 f"{location}/{name}: batch [{start}, {start + k}) is not one whole shard"
+            )
+        if block.dtype != array.dtype or block.shape[1:] != array.shape[1:]:
+            raise StoreError(
+                f"{location}/{name}: batch of {block.dtype} {block.shape[1:]} per sample, the "
+                f"array holds {array.dtype} {array.shape[1:]}"
             )
         write_block(array, start, block)
     journal = location.open_group(path=JOURNAL, mode="r+")
@@ -173,32 +268,46 @@ def journal(store_at: Where) -> dict[int, ShardRecord]:
 
 
 def finish(store_at: Where, table: SampleTable, attrs: dict[str, Any]) -> None:
-    """Trim, write the small arrays and the final attributes, consolidate (not yet complete)."""
+    """Trim, write the small arrays and the final attributes, consolidate (not yet complete).
+
+    Every per-pixel array present is trimmed to ``len(table)`` samples. ``table.labels`` must be
+    given exactly when the store has the 43-class ``label`` dimension (``bigearthnet-v1``), and
+    ``table.optional`` may hold only the contract's optional coordinates, ``s1_patch_id`` exactly
+    when the store has ``bands_s1``; ``attrs`` may repeat but not change ``contract_version``,
+    ``dataset`` and ``layout``. Anything else is a :class:`StoreError` before any write.
+    """
     location = StoreLocation.of(store_at)
     group = location.open_group(mode="r+")
     n = len(table)
-    labels_only = table.epsg is None
-    if not labels_only:
-        for g in BAND_GROUPS:
-            array = group[g.array_name]
+    _check_table(location, group, table)
+    for key in ("contract_version", "dataset", "layout"):
+        if key in attrs and key in group.attrs and attrs[key] != group.attrs[key]:
+            raise StoreError(
+                f"{location}: {key} is {group.attrs[key]!r} since create, not {attrs[key]!r}"
+            )
+    for name in PIXEL_ARRAYS:
+        if name in group:
+            array = group[name]
             assert isinstance(array, zarr.Array)
             array.resize((n, *array.shape[1:]))
+    labels_only = table.epsg is None
     names = [*(SAMPLE_COORDS if not labels_only else SAMPLE_COORDS[:2]), *sorted(table.optional)]
     coords = " ".join(names)
-    small: dict[str, tuple[np.ndarray, tuple[str, ...], dict[str, Any]]] = {
+    small: dict[str, tuple[np.ndarray, tuple[str, ...], dict[str, Any]]] = {}
+    if table.labels is not None:
+        small["labels"] = (table.labels, ("sample", "label"), {"coordinates": coords})
+    small |= {
         "labels19": (table.labels19, ("sample", "label19"), {"coordinates": coords}),
         "cloud_and_shadow": (table.cloud_and_shadow, ("sample",), {"coordinates": coords}),
         "seasonal_snow": (table.seasonal_snow, ("sample",), {"coordinates": coords}),
         "patch_id": (np.array(table.patch_id, dtype=object), ("sample",), {}),
         "time": (table.time.astype(np.int64), ("sample",), dict(TIME_ATTRS)),
     }
-    if table.labels is not None:
-        small["labels"] = (table.labels, ("sample", "label"), {"coordinates": coords})
     if table.epsg is not None and table.x_ul is not None and table.y_ul is not None:
         small["epsg"] = (table.epsg.astype(np.int32), ("sample",), {})
         small["x_ul"] = (table.x_ul.astype(np.float64), ("sample",), {})
         small["y_ul"] = (table.y_ul.astype(np.float64), ("sample",), {})
-    for name, values in table.optional.items():
+    for name, values in sorted(table.optional.items()):
         small[name] = (np.asarray(values, dtype=object), ("sample",), {})
     for name, (values, dims, attributes) in small.items():
         _write_small(group, name, values, dims, attributes)
@@ -209,6 +318,32 @@ def finish(store_at: Where, table: SampleTable, attrs: dict[str, Any]) -> None:
         # zarr warns that consolidated metadata is not yet part of the v3 spec; xarray reads it.
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(group.store)
+
+
+def _check_table(location: StoreLocation, group: zarr.Group, table: SampleTable) -> None:
+    """The table fits the store ``create`` made: see :func:`finish`."""
+    n = len(table)
+    if (table.labels is None) == ("label" in group):
+        wanted = "needs" if table.labels is None else "has no place for"
+        raise StoreError(f"{location}: this store {wanted} the 43-class labels (dimension label)")
+    unknown = sorted(set(table.optional) - set(OPTIONAL_COORDS))
+    if unknown:
+        raise StoreError(
+            f"{location}: {unknown[0]!r} is not an optional coordinate of the contract "
+            f"({', '.join(OPTIONAL_COORDS)})"
+        )
+    if ("s1_patch_id" in table.optional) != ("bands_s1" in group):
+        raise StoreError(
+            f"{location}: s1_patch_id must be given exactly when the store has bands_s1"
+        )
+    arrays: dict[str, Any] = {"labels": table.labels, "labels19": table.labels19,
+                              "cloud_and_shadow": table.cloud_and_shadow,
+                              "seasonal_snow": table.seasonal_snow, "time": table.time,
+                              "epsg": table.epsg, "x_ul": table.x_ul, "y_ul": table.y_ul,
+                              **table.optional}  # fmt: skip
+    for name, values in arrays.items():
+        if values is not None and len(values) != n:
+            raise StoreError(f"{location}: {name} has {len(values)} values for {n} samples")
 
 
 def mark_complete(store_at: Where) -> None:

@@ -110,7 +110,10 @@ def test_input_data_error_is_one_line_exit_3(real_sample: SampleArchives, tmp_pa
 def test_verify_exit_codes(real_sample: SampleArchives, tmp_path: Path) -> None:
     invoke("run", str(tmp_path / "s.zarr"), *local(real_sample), "--workers", "0")
     code, out, _ = invoke("verify", str(tmp_path / "s.zarr"))
-    assert (code, out) == (0, f"{tmp_path / 's.zarr'}: valid store (contract v1, complete)\n")
+    assert (code, out) == (
+        0,
+        f"{tmp_path / 's.zarr'}: valid store (contract v2, bigearthnet-v1, complete)\n",
+    )
     zarr.open_group(str(tmp_path / "s.zarr"), mode="r+").attrs["complete"] = False
     code, _, err = invoke("verify", str(tmp_path / "s.zarr"))
     assert code == 5

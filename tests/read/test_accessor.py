@@ -18,7 +18,7 @@ from ingest.layouts.mlhub import as_flag
 from ingest.nomenclature import BAND_GROUPS, CLASS_43_TO_19, CLASSES_19, CLASSES_43
 from ingest.read.reading import open_store
 from ingest.testing.samples import SampleArchives
-from tests.conftest import item_documents
+from tests.conftest import WrittenStore, item_documents
 from tests.read.test_reading import counting
 
 
@@ -317,3 +317,89 @@ def test_accessor_on_a_dataset_without_dask(small_shards: Path) -> None:
     batches = collect(ds.ben.batches(32, seed=0, resolution="60m"))
     assert sorted(np.concatenate([b.index for b in batches]).tolist()) == list(range(60))
     assert ds.ben.labels_of(0) == open_store(small_shards).ben.labels_of(0)
+
+
+# --- a bigearthnet-v2 store: 19 classes only, split from the metadata ----------------------------
+
+
+def test_select_on_a_v2_store_uses_the_19_classes(v2_store: WrittenStore) -> None:
+    ds = open_store(v2_store.path)
+    table = v2_store.table
+    assert (
+        not ds.ben.has_43_classes and open_store(v2_store.path).ben.select().sizes["sample"] == 10
+    )
+
+    def ids(mask: np.ndarray) -> list[str]:
+        return [p for p, keep in zip(table.patch_id, mask, strict=True) if keep]
+
+    column = {name: i for i, name in enumerate(CLASSES_19)}
+    chosen = ds.ben.select(classes=["Urban fabric"])
+    assert chosen["patch_id"].values.tolist() == ids(table.labels19[:, 0])
+    assert chosen.sizes["sample"] == 5  # every other patch
+    both = ["Coniferous forest", "Inland waters"]
+    expected = table.labels19[:, [column[c] for c in both]]
+    assert ds.ben.select(classes=both)["patch_id"].values.tolist() == ids(expected.any(axis=1))
+    assert ds.ben.select(classes=both, all_of=True)["patch_id"].values.tolist() == ids(
+        expected.all(axis=1)
+    )
+    assert ds.ben.select(classes=both, nineteen=True).sizes["sample"] == int(
+        expected.any(axis=1).sum()
+    )
+    snowy = ds.ben.select(seasonal_snow=True, cloud_and_shadow=False)
+    assert snowy["patch_id"].values.tolist() == ids(table.seasonal_snow)
+
+
+def test_select_by_split_on_a_v2_store(v2_store: WrittenStore) -> None:
+    ds = open_store(v2_store.path)
+    split = np.array(ds["split"].values.tolist())
+    assert split.tolist() == v2_store.table.optional["split"].tolist()
+    for wanted in ("train", "validation", "test"):
+        chosen = ds.ben.select(split=wanted)
+        assert chosen["patch_id"].values.tolist() == ds["patch_id"].values[split == wanted].tolist()
+        assert set(chosen["split"].values.tolist()) == {wanted}
+    assert ds.ben.select(split="train").sizes["sample"] == 5
+    urban_test = ds.ben.select(split=["test", "validation"], classes="Urban fabric")
+    keep = np.isin(split, ["test", "validation"]) & v2_store.table.labels19[:, 0]
+    assert urban_test["patch_id"].values.tolist() == ds["patch_id"].values[keep].tolist()
+
+
+def test_unknown_class_names_say_which_nomenclature(
+    v2_store: WrittenStore, real_store: Path
+) -> None:
+    v2 = open_store(v2_store.path)
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown class name 'Peatbogs': bigearthnet-v2 uses the 19-class nomenclature only \(see `ingest classes`\)$",
+    ):
+        v2.ben.select(classes=["Urban fabric", "Peatbogs"])
+    v1 = open_store(real_store)
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown class name 'Urban fabric': this store uses the 43 classes of BigEarthNet v1.0 \(nineteen=True for the 19\)",
+    ):
+        v1.ben.select(classes="Urban fabric")
+    with pytest.raises(
+        ValueError,
+        match=r"^unknown class name 'Peatbogs': nineteen=True selects among the 19 classes",
+    ):
+        v1.ben.select(classes="Peatbogs", nineteen=True)
+    assert v1.ben.has_43_classes
+
+
+def test_labels_of_on_a_v2_store_are_19_class_names(v2_store: WrittenStore) -> None:
+    ds = open_store(v2_store.path)
+    for i in range(10):
+        expected = [CLASSES_19[j] for j in np.flatnonzero(v2_store.table.labels19[i])]
+        assert ds.ben.labels_of(i) == expected == ds.ben.labels_of(i, nineteen=True)
+    assert ds.ben.labels_of(0)[0] == "Urban fabric" and "Urban fabric" not in ds.ben.labels_of(1)
+
+
+def test_batches_of_a_v2_store_carry_19_class_labels(v2_store: WrittenStore) -> None:
+    ds = open_store(v2_store.path)
+    batches = collect(ds.ben.batches(3, seed=1, resolution="10m"))
+    order = np.concatenate([b.index for b in batches])
+    assert sorted(order.tolist()) == list(range(10))
+    for batch in batches:
+        assert batch.labels.shape == (len(batch), 19)
+        assert np.array_equal(batch.labels, v2_store.table.labels19[batch.index])
+        assert np.array_equal(batch.bands["bands_10m"], v2_store.pixels["bands_10m"][batch.index])

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import struct
+import textwrap
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from matplotlib.figure import Figure
 from PIL import Image
 
 from ingest.cli import main
@@ -16,7 +19,7 @@ from ingest.nomenclature import CLASSES_19, CLASSES_43
 from ingest.read.info import plot, render, summary
 from ingest.store import zarrstore as store_module
 from ingest.testing.samples import SampleArchives
-from tests.conftest import ingest_local
+from tests.conftest import WrittenStore, ingest_local
 from tests.read.test_accessor import reference
 
 
@@ -49,6 +52,15 @@ def test_summary_of_the_real_store(real_store: Path, real_sample: SampleArchives
         "seasonal_snow",
     ]  # fmt: skip
     assert facts["attributes"]["counts"]["samples"] == 6 and facts["attributes"]["skipped"] == 0
+    assert (facts["attributes"]["dataset"], facts["attributes"]["layout"]) == (
+        "bigearthnet-v1",
+        "mlhub",
+    )
+    assert (facts["classes"], facts["modalities"], facts["attributes"]["contract_version"]) == (
+        43,
+        ["s2"],
+        2,
+    )
     by_url = summary(real_store.as_uri())  # any fsspec URL
     assert by_url["samples"] == 6 and by_url["class_counts"] == facts["class_counts"]
 
@@ -64,11 +76,15 @@ def test_render(real_store: Path) -> None:
     )
     assert "  11  3  Non-irrigated arable land" in lines
     assert "splits:           train 4, validation 0, test 1, none 1" in lines
+    assert "dataset:          bigearthnet-v1 (layout mlhub)" in lines
+    assert "modalities:       Sentinel-2" in lines and "classes (43, canonical order):" in lines
 
 
 def test_an_unfinished_store(tmp_path: Path) -> None:
     path = tmp_path / "new.zarr"
-    store_module.create(path, capacity=40, shard=16, labels_only=False, attrs={})
+    store_module.create(
+        path, capacity=40, shard=16, dataset="bigearthnet-v1", layout="mlhub", attrs={}
+    )
     facts = summary(path)
     assert (facts["complete"], facts["samples"], facts["class_counts"]) == (False, None, None)
     assert facts["layout"]["bands_10m"]["shape"] == [40, 4, 120, 120]
@@ -106,8 +122,80 @@ def test_info_command_errors(tmp_path: Path) -> None:
     assert result.exit_code == 5
     assert result.stderr.startswith("error: ") and "not a Zarr v3 store" in result.stderr
     (tmp_path / "a").mkdir()
-    store_module.create(tmp_path / "a" / "s.zarr", capacity=1, shard=1, labels_only=True, attrs={})
+    store_module.create(
+        tmp_path / "a" / "s.zarr",
+        capacity=1,
+        shard=1,
+        dataset="bigearthnet-v1",
+        layout="mlhub",
+        labels_only=True,
+        attrs={},
+    )
     result = CliRunner().invoke(
         main, ["info", str(tmp_path / "a" / "s.zarr"), "--plot", str(tmp_path / "no" / "x.png")]
     )
     assert result.exit_code == 2 and "cannot write the figure" in result.stderr
+
+
+# --- a bigearthnet-v2 store: 19 classes, S1 and reference maps ----------------------------------
+
+
+def test_summary_of_a_v2_store(v2_store: WrittenStore) -> None:
+    facts = summary(v2_store.path)
+    labels19 = v2_store.table.labels19
+    expected = {name: int(n) for name, n in zip(CLASSES_19, labels19.sum(axis=0), strict=True)}
+    assert (facts["complete"], facts["samples"], facts["classes"]) == (True, 10, 19)
+    assert facts["class_counts"] == facts["class_counts_19"] == expected
+    assert facts["class_counts"]["Urban fabric"] == 5
+    assert (facts["attributes"]["dataset"], facts["attributes"]["layout"]) == (
+        "bigearthnet-v2",
+        "reben-v2",
+    )
+    assert facts["modalities"] == ["s2", "s1", "reference_maps"]
+    assert facts["split_counts"] == {"train": 5, "validation": 3, "test": 2, "": 0}
+    assert (facts["seasonal_snow"], facts["cloud_and_shadow"]) == (2, 0)
+    assert list(facts["layout"]) == [
+        "bands_10m", "bands_20m", "bands_60m", "bands_s1", "reference_map", "labels19",
+        "cloud_and_shadow", "seasonal_snow",
+    ]  # fmt: skip
+    assert facts["layout"]["bands_s1"] == {
+        "shape": [10, 2, 120, 120], "dtype": "float32",
+        "chunks": [1, 2, 120, 120], "shards": [4, 2, 120, 120],
+    }  # fmt: skip
+    assert facts["layout"]["reference_map"]["shards"] == [4, 120, 120]
+    lines = render(facts).splitlines()
+    assert "dataset:          bigearthnet-v2 (layout reben-v2)" in lines
+    assert "modalities:       Sentinel-2, Sentinel-1, reference maps" in lines
+    assert "classes (19, canonical order):" in lines and "   0  5  Urban fabric" in lines
+    assert "splits:           train 5, validation 3, test 2, none 0" in lines
+    assert (
+        len([line for line in lines if line.startswith("  ") and line[2:4].strip().isdigit()]) == 19
+    )
+
+
+def test_plot_of_a_v2_store_shows_the_19_class_frequencies(
+    v2_store: WrittenStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: list[Figure] = []
+    save = Figure.savefig
+
+    def keep(self: Figure, *args: Any, **kwargs: Any) -> None:
+        drawn.append(self)
+        save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    result = CliRunner().invoke(
+        main, ["info", str(v2_store.path), "--plot", str(tmp_path / "v2.png")]
+    )
+    assert result.exit_code == 0, result.output
+    assert png_size(tmp_path / "v2.png") == (1600, 900)
+    (figure,) = drawn
+    bars = figure.axes[0]
+    assert [t.get_text() for t in bars.get_yticklabels()] == [
+        textwrap.shorten(n, 48) for n in CLASSES_19
+    ]
+    widths = [int(p.get_width()) for p in bars.patches]
+    assert widths == v2_store.table.labels19.sum(axis=0).tolist()
+    assert bars.get_title() == "class frequencies (10 patches, 19 classes)"
+    titles = [a.get_title() for a in figure.axes[1:]]
+    assert len(titles) == 10 and titles[0].startswith("Urban fabric")

@@ -26,6 +26,8 @@ from ingest.read.reading import IncompleteStoreWarning, ShardedBands, open_store
 from ingest.store import zarrstore as store_module
 from ingest.store.shards import ShardEncoder
 
+from ..conftest import WrittenStore
+
 BANDS = ("bands_10m", "bands_20m", "bands_60m")
 SMALL = ("labels", "labels19", "cloud_and_shadow", "seasonal_snow")
 
@@ -135,7 +137,9 @@ def test_an_incomplete_store_warns(real_store: Path, tmp_path: Path) -> None:
 def test_a_store_interrupted_before_its_first_shard(tmp_path: Path) -> None:
     """Band arrays pre-sized, nothing written: the arrays read as the fill value (0)."""
     path = tmp_path / "new.zarr"
-    store_module.create(path, capacity=40, shard=16, labels_only=False, attrs={})
+    store_module.create(
+        path, capacity=40, shard=16, dataset="bigearthnet-v1", layout="mlhub", attrs={}
+    )
     with pytest.warns(IncompleteStoreWarning):
         ds = open_store(path)
     assert ds["bands_10m"].shape == (40, 4, 120, 120)
@@ -226,3 +230,56 @@ def test_ingest_exports_open_store_lazily() -> None:
     code = "import sys, ingest; print('xarray' in sys.modules, 'dask' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+# --- contract v2: bands_s1 (float32) and reference_map (no band dimension) ----------------------
+
+
+def test_a_v2_store_opens_with_s1_and_maps_chunked_by_shards(v2_store: WrittenStore) -> None:
+    store = counting(v2_store.path)
+    ds = open_store(store)
+    pixel_reads = [k for k, _ in store.reads if k.startswith(("bands_", "reference_map/c"))]
+    assert store.reads and pixel_reads == []  # no pixels read to open
+    assert ds["bands_s1"].dims == ("sample", "band_s1", "y_10m", "x_10m")
+    assert ds["reference_map"].dims == ("sample", "y_10m", "x_10m")
+    for name, values in v2_store.pixels.items():
+        variable = ds[name]
+        assert variable.chunks is not None and variable.chunks[0] == (4, 4, 2), name
+        assert variable.dtype == values.dtype, name  # float32 stays float32: no fill masking
+        assert np.array_equal(variable.values, values), name
+    assert ds["band_s1"].values.tolist() == ["VV", "VH"]
+    assert "labels" not in ds and "label" not in ds.dims
+    assert ds["s1_patch_id"].values.tolist() == v2_store.table.optional["s1_patch_id"].tolist()
+    # each shard of each array was one request, by the shard reader
+    reads = sorted(k for k, _ in store.reads if k.startswith(("bands_s1/c", "reference_map/c")))
+    assert reads == [f"bands_s1/c/{s}/0/0/0" for s in range(3)] + [
+        f"reference_map/c/{s}/0/0" for s in range(3)
+    ]
+
+
+def test_the_shard_reader_serves_float32_and_3d_arrays(v2_store: WrittenStore) -> None:
+    for name in ("bands_s1", "reference_map"):
+        array = zarr.open_array(v2_store.path, path=name, mode="r")
+        encoder = ShardEncoder.for_array(array)
+        assert encoder is not None, name
+        reader = ShardedBands(array, encoder)
+        assert reader.dtype == v2_store.pixels[name].dtype
+        picks = np.array([9, 0, 5, 5, 3])
+        assert np.array_equal(reader.samples(picks), v2_store.pixels[name][picks]), name
+    ds = open_store(v2_store.path)
+    expected = v2_store.pixels["reference_map"]
+    assert np.array_equal(ds["reference_map"][6, 10:20, ::9].values, expected[6, 10:20, ::9])
+    s1 = v2_store.pixels["bands_s1"]
+    assert float(ds["bands_s1"].sel(band_s1="VH").mean()) == pytest.approx(
+        float(s1[:, 1].mean(dtype=np.float64)), rel=1e-5
+    )
+
+
+def test_unwritten_s1_and_map_shards_read_as_zero(tmp_path: Path) -> None:
+    path = tmp_path / "new.zarr"
+    store_module.create(path, capacity=6, shard=4, dataset="bigearthnet-v2", layout="reben-v2", s1=True, reference_maps=True, attrs={})  # fmt: skip
+    with pytest.warns(IncompleteStoreWarning):
+        ds = open_store(path)
+    assert ds["bands_s1"].chunks is not None and ds["bands_s1"].chunks[0] == (4, 2)
+    assert ds["bands_s1"].dtype == np.float32 and float(abs(ds["bands_s1"]).max()) == 0.0
+    assert ds["reference_map"].shape == (6, 120, 120) and int(ds["reference_map"].max()) == 0

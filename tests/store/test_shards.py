@@ -13,10 +13,12 @@ from ingest.store.shards import ShardEncoder, write_block
 from ingest.store.zarrstore import BAND_CODEC
 
 
-def _array(path: Path, inner: tuple[int, ...], shard: int, **kwargs: object) -> zarr.Array:  # type: ignore[type-arg]
+def _array(
+    path: Path, inner: tuple[int, ...], shard: int, dtype: str = "uint16", **kwargs: object
+) -> zarr.Array:  # type: ignore[type-arg]
     return zarr.create_array(
         str(path), shape=(3 * shard, *inner), chunks=(1, *inner), shards=(shard, *inner),
-        dtype="uint16", config={"write_empty_chunks": True}, **kwargs,  # type: ignore[arg-type]
+        dtype=dtype, config={"write_empty_chunks": True}, **kwargs,  # type: ignore[arg-type]
     )  # fmt: skip
 
 
@@ -34,6 +36,48 @@ def test_identical_to_zarr_python(tmp_path: Path, inner: tuple[int, ...], count:
     assert (tmp_path / "ours.zarr" / "c" / "1" / "0" / "0" / "0").read_bytes() == reference
     np.testing.assert_array_equal(ours[16 : 16 + count], block)
     assert not ours[16 + count : 32].any()
+
+
+@pytest.mark.parametrize("count", [16, 5, 1])
+def test_s1_float32_identical_to_zarr_python(tmp_path: Path, count: int) -> None:
+    """``bands_s1``: float32 backscatter in dB (negative, with a NaN and an exact 0.0)."""
+    rng = np.random.default_rng(count)
+    block = rng.normal(-12.0, 5.0, (count, 2, 120, 120)).astype(np.float32)
+    block[0, 1, 3, 4], block[-1, 0, 0, 0] = np.nan, 0.0
+    by_zarr = _array(tmp_path / "zarr.zarr", (2, 120, 120), 16, "float32", compressors=BAND_CODEC)
+    by_zarr[16 : 16 + count] = block
+    ours = _array(tmp_path / "ours.zarr", (2, 120, 120), 16, "float32", compressors=BAND_CODEC)
+    encoder = ShardEncoder.for_array(ours)
+    assert encoder is not None and encoder.dtype == np.float32 and encoder.blosc._typesize == 4  # type: ignore[attr-defined]
+    write_block(ours, 16, block)
+    reference = (tmp_path / "zarr.zarr" / "c" / "1" / "0" / "0" / "0").read_bytes()
+    assert (tmp_path / "ours.zarr" / "c" / "1" / "0" / "0" / "0").read_bytes() == reference
+    np.testing.assert_array_equal(ours[16 : 16 + count], block)  # NaN == NaN here
+    assert ours.dtype == np.float32 and not ours[16 + count : 32].any()
+
+
+@pytest.mark.parametrize("count", [16, 5, 1])
+def test_reference_map_3d_identical_to_zarr_python(tmp_path: Path, count: int) -> None:
+    """``reference_map``: (sample, y, x) uint16 CLC codes, no band dimension."""
+    rng = np.random.default_rng(count)
+    codes = np.array([0, 111, 112, 211, 311, 312, 512, 523], dtype=np.uint16)
+    block = codes[rng.integers(0, len(codes), (count, 120, 120))]
+    by_zarr = _array(tmp_path / "zarr.zarr", (120, 120), 16, compressors=BAND_CODEC)
+    by_zarr[16 : 16 + count] = block
+    ours = _array(tmp_path / "ours.zarr", (120, 120), 16, compressors=BAND_CODEC)
+    assert ShardEncoder.for_array(ours) is not None
+    write_block(ours, 16, block)
+    reference = (tmp_path / "zarr.zarr" / "c" / "1" / "0" / "0").read_bytes()
+    assert (tmp_path / "ours.zarr" / "c" / "1" / "0" / "0").read_bytes() == reference
+    np.testing.assert_array_equal(ours[16 : 16 + count], block)
+
+
+def test_other_dtypes_fall_back_to_zarr(tmp_path: Path) -> None:
+    block = np.linspace(-30, 5, 4 * 2 * 20 * 20).reshape(4, 2, 20, 20)
+    array = _array(tmp_path / "f8.zarr", (2, 20, 20), 4, "float64", compressors=BAND_CODEC)
+    assert ShardEncoder.for_array(array) is None
+    write_block(array, 4, block)
+    np.testing.assert_array_equal(array[4:8], block)
 
 
 def test_other_layouts_fall_back_to_zarr(tmp_path: Path) -> None:
