@@ -175,7 +175,11 @@ def test_reben_v2_in_other_wrappings_gives_the_same_store(
     compression: str, parts: int, v2_store: Path, tmp_path: Path
 ) -> None:
     sample = write_release_sample(
-        tmp_path, layout="reben-v2", real=True, compression=compression, parts=parts  # type: ignore[arg-type]
+        tmp_path,
+        layout="reben-v2",
+        real=True,
+        compression=compression,
+        parts=parts,  # type: ignore[arg-type]
     )
     assert len(sample.s2) == parts
     store = tmp_path / "w.zarr"
@@ -192,13 +196,13 @@ def test_official_files_by_name_through_the_emulator(
     from ingest.sources.official import read_md5sums
 
     with Emulator(v2_sample.s2[0].parent) as emulator:
-        store = tmp_path / "official.zarr"
-        run(RunConfig(store=store, dataset="bigearthnet-v2", zenodo_url=emulator.base_url,
+        store, base = tmp_path / "official.zarr", emulator.base_url
+        run(RunConfig(store=store, dataset="bigearthnet-v2", zenodo_url=base,
                       md5sums=read_md5sums(v2_sample.md5sums), workers=0))  # fmt: skip
     a, b = zarr.open_group(str(store), mode="r"), zarr.open_group(str(v2_store), mode="r")
     np.testing.assert_array_equal(np.asarray(a["bands_10m"][:]), np.asarray(b["bands_10m"][:]))
     sources = dict(a.attrs)["sources"]
-    assert all(s["location"].startswith(emulator.base_url) for s in sources)
+    assert all(s["location"].startswith(base) for s in sources)
     assert all(s.get("md5") for s in sources if s["role"] == "s2")
 
 
@@ -207,11 +211,11 @@ def test_selection_split_and_19_class_names_on_v2(v2_sample: ReleaseSample, tmp_
     report = ingest_release(v2_sample, store, selection=Selection(split="validation"))
     group = zarr.open_group(str(store), mode="r")
     assert set(np.asarray(group["split"][:]).tolist()) == {"validation"}
-    assert report.samples == len(group["patch_id"])
+    assert report.samples == group["patch_id"].shape[0] > 0
     store2 = tmp_path / "sel2.zarr"
     ingest_release(v2_sample, store2, selection=Selection(classes=("Arable land",), limit=2))
     g2 = zarr.open_group(str(store2), mode="r")
-    assert len(g2["patch_id"]) <= 2
+    assert 0 < g2["patch_id"].shape[0] <= 2
     assert np.asarray(g2["labels19"][:])[:, CLASSES_19.index("Arable land")].all()
 
 
