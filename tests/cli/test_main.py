@@ -65,6 +65,7 @@ def test_run_options_reach_the_store(real_sample: SampleArchives, tmp_path: Path
         "cloud_and_shadow": None,
         "seasonal_snow": False,
         "limit": None,
+        "split": None,
     }
     # Of the six real patches, three have Coniferous forest or Pastures; the snowy one is dropped.
     assert group.attrs["counts"]["samples"] == 3
