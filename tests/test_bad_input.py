@@ -165,7 +165,7 @@ def test_unskippable_archive_damage(real_sample: SampleArchives, tmp_path: Path)
         "truncated.tar.gz": (data[: len(data) // 3], "archive is truncated or corrupt"),
         "html.tar.gz": (
             b"<html><body>502 Bad Gateway</body></html>",
-            "not a tar or tar.gz archive",
+            "not a tar, tar.gz or tar.zst archive",
         ),
     }
     empty = io.BytesIO()

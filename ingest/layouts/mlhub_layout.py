@@ -101,7 +101,8 @@ class MlhubLayout:
         i = self.inputs
         if i.items_api is not None:
             return i.items_api.source_feed(index)
-        return open_archive_feed(i.s2, CollectionRule(self.source_collection),
+        spec = replace(i.s2, collection=self.source_collection)  # recorded with its collection
+        return open_archive_feed(spec, CollectionRule(self.source_collection),
                                  endpoint=i.endpoint, policy=i.policy, warn=i.warn,
                                  ignored=sink.ignored_members)  # fmt: skip
 
