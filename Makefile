@@ -36,6 +36,7 @@ test: lint typecheck unit
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py --patches $(N)
+	$(BIN)/python benchmarks/bench_v2.py --patches $(N)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_read.py
