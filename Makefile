@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N ?= 10000
 
-.PHONY: install demo test lint typecheck unit bench clean
+.PHONY: install demo demo-v2 test lint typecheck unit bench clean
 
 install: $(STAMP)
 
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/python -m ingest.testing.demo demo demo.zarr
+
+demo-v2: install
+	$(BIN)/python -m ingest.testing.demo --reben-v2 demo-v2 demo-v2.zarr
 
 lint: install
 	$(BIN)/ruff check ingest tests benchmarks
@@ -33,10 +36,11 @@ test: lint typecheck unit
 
 bench: install
 	$(BIN)/python benchmarks/bench_ingest.py --patches $(N)
+	$(BIN)/python benchmarks/bench_v2.py --patches $(N)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_cluster.py
 
 clean:
-	rm -rf demo bench-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo demo-v2 bench-out .pytest_cache .mypy_cache .ruff_cache

@@ -275,32 +275,83 @@ def download_archive(
     server's. A missing archive is a :class:`NotFoundError` saying it may still be generating."""
     with endpoint.session() as session:
         remote = archive_head(session, collection, policy=policy)
-        target = out_dir / remote.name
-        partial = target.with_name(target.name + PARTIAL_SUFFIX)
-        state = target.with_name(target.name + STATE_SUFFIX)
-        if overwrite:
-            for path in (target, partial, state):
-                path.unlink(missing_ok=True)
-        elif _complete_already(target, partial, remote, warn):
-            return target
-        out_dir.mkdir(parents=True, exist_ok=True)
-        start = _resume_point(partial, state, remote, warn)
-        what = f"archive {collection!r}"
-        if progress is not None:
-            progress(start, remote.size)
-        if start < remote.size:
-            try:
-                _fetch_rest(session, f"archive/{quote(collection)}", partial, start, remote,
-                            what=what, policy=policy, progress=progress, warn=warn)  # fmt: skip
-            except FileChanged:
-                partial.unlink(missing_ok=True)
-                state.unlink(missing_ok=True)
-                raise
-        size = partial.stat().st_size
-        if size != remote.size:
-            raise NetworkError(f"{what}: {size:,} bytes on disk, the server said {remote.size:,}")
-        partial.replace(target)
-        state.unlink(missing_ok=True)
+        return _download_resumably(
+            session, f"archive/{quote(collection)}", remote, out_dir / remote.name,
+            what=f"archive {collection!r}", overwrite=overwrite, policy=policy,
+            progress=progress, warn=warn,
+        )  # fmt: skip
+
+
+def url_head(
+    session: requests.Session, url: str, *, what: str, policy: RetryPolicy = DEFAULT_POLICY
+) -> RemoteFile:
+    """HEAD any URL (redirects followed): its final URL, file name, size and ETag."""
+    response = api_request(session, url, what=what, policy=policy, method="HEAD")
+    length = response.headers.get("Content-Length", "")
+    if not length.isdigit():
+        raise NetworkError(f"{what}: the server did not say the file's size")
+    return RemoteFile(response.url, file_name(response.url), int(length),
+                      response.headers.get("ETag"))  # fmt: skip
+
+
+def download_url(
+    url: str,
+    target: Path,
+    *,
+    what: str,
+    overwrite: bool = False,
+    session: requests.Session | None = None,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    progress: Progress | None = None,
+    warn: Warn = _ignore,
+) -> Path:
+    """Download ``url`` (no API key; e.g. a Zenodo file) to ``target`` exactly as
+    :func:`download_archive` downloads an archive: ``.partial`` continued with ``Range``, the
+    size checked before the rename. ``what`` names the file in messages."""
+    with session or requests.Session() as http:
+        remote = url_head(http, url, what=what, policy=policy)
+        return _download_resumably(
+            http, url, remote, target, what=what, overwrite=overwrite, policy=policy,
+            progress=progress, warn=warn,
+        )  # fmt: skip
+
+
+def _download_resumably(
+    session: requests.Session,
+    url: str,
+    remote: RemoteFile,
+    target: Path,
+    *,
+    what: str,
+    overwrite: bool,
+    policy: RetryPolicy,
+    progress: Progress | None,
+    warn: Warn,
+) -> Path:
+    partial = target.with_name(target.name + PARTIAL_SUFFIX)
+    state = target.with_name(target.name + STATE_SUFFIX)
+    if overwrite:
+        for path in (target, partial, state):
+            path.unlink(missing_ok=True)
+    elif _complete_already(target, partial, remote, warn):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    start = _resume_point(partial, state, remote, warn)
+    if progress is not None:
+        progress(start, remote.size)
+    if start < remote.size:
+        try:
+            _fetch_rest(session, url, partial, start, remote,
+                        what=what, policy=policy, progress=progress, warn=warn)  # fmt: skip
+        except FileChanged:
+            partial.unlink(missing_ok=True)
+            state.unlink(missing_ok=True)
+            raise
+    size = partial.stat().st_size
+    if size != remote.size:
+        raise NetworkError(f"{what}: {size:,} bytes on disk, the server said {remote.size:,}")
+    partial.replace(target)
+    state.unlink(missing_ok=True)
     return target
 
 

@@ -150,10 +150,29 @@ class _DownloadBar:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
+            self._bar = None  # closing twice is harmless
 
 
 @click.command(name="download")
-@click.argument("collection")
+@click.argument("collection", required=False)
+@click.option(
+    "--dataset", type=click.Choice(["bigearthnet-v1", "bigearthnet-v2"]),
+    help="Instead of COLLECTION: the official files of this Zenodo release, each md5-checked.",
+)  # fmt: skip
+@click.option(
+    "--with", "modalities", metavar="s1,reference-maps", default="",
+    help="With --dataset: the modalities to add to Sentinel-2 and the metadata (comma-separated).",
+)  # fmt: skip
+@click.option(
+    "--zenodo-url", envvar="INGEST_ZENODO_URL", metavar="URL",
+    help="With --dataset: a base URL serving Zenodo's /records/<id>/files/<name> (a mirror). "
+    "[env: INGEST_ZENODO_URL; default: https://zenodo.org]",
+)  # fmt: skip
+@click.option(
+    "--md5sums", metavar="FILE",
+    help="With --dataset: md5sum-format file whose sums replace the published ones for the files "
+    "it names.",
+)  # fmt: skip
 @click.option(
     "-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
     default=Path(), show_default=True, help="Directory to download into.",
@@ -168,22 +187,40 @@ class _DownloadBar:
 @endpoint_options
 @handle_errors
 def download_command(
-    collection: str,
+    collection: str | None,
+    dataset: str | None,
+    modalities: str,
+    zenodo_url: str | None,
+    md5sums: str | None,
     out_dir: Path,
     overwrite: bool,
     progress: bool | None,
     api_key: str | None,
     profile: str | None,
 ) -> None:
-    """Download the archive of COLLECTION (archive endpoint) into OUTPUT, resumably.
+    """Download the archive of COLLECTION (archive endpoint), or with --dataset the official files
+    of a Zenodo release, into OUTPUT, resumably.
 
     A partial download (<name>.partial) is continued with a Range request; the finished file
-    is checked against the server's size before it gets its name.
+    is checked against the server's size before it gets its name. With --dataset each file is
+    then checked against its md5: a file that fails is renamed <name>.bad (exit 3).
     """
-    from ..catalog.fetch import download_archive
+    from ..errors import UsageError
     from ..units import human_bytes
 
     show = sys.stderr.isatty() if progress is None else progress
+    if dataset is not None:
+        if collection is not None:
+            raise UsageError("give COLLECTION or --dataset, not both")
+        _download_release(dataset, modalities, zenodo_url, md5sums, out_dir, overwrite, show)
+        return
+    if collection is None:
+        raise UsageError("give COLLECTION (an MLHub collection) or --dataset")
+    for name, value in (("with", modalities), ("zenodo-url", zenodo_url), ("md5sums", md5sums)):
+        if value:
+            raise UsageError(f"--{name} goes with --dataset")
+    from ..catalog.fetch import download_archive
+
     bar = _DownloadBar(collection) if show else None
     try:
         path = download_archive(
@@ -194,3 +231,42 @@ def download_command(
         if bar is not None:
             bar.close()
     click.echo(f"{path} ({human_bytes(path.stat().st_size)})")
+
+
+def _download_release(
+    dataset: str,
+    modalities: str,
+    zenodo_url: str | None,
+    md5sums: str | None,
+    out_dir: Path,
+    overwrite: bool,
+    show: bool,
+) -> None:
+    from ..catalog.release import download_release
+    from ..sources.official import OfficialFile, read_md5sums
+    from ..sources.official import zenodo_url as base_url
+    from ..units import human_bytes
+
+    bars: list[_DownloadBar] = []
+
+    def progress(official: OfficialFile) -> _DownloadBar | None:
+        if not show:
+            return None
+        bars.append(_DownloadBar(official.name))
+        return bars[-1]
+
+    def checked(official: OfficialFile, path: Path) -> None:
+        if bars:
+            bars[-1].close()
+        click.echo(f"{path} ({human_bytes(path.stat().st_size)}, md5 ok)")
+
+    try:
+        download_release(
+            dataset, out_dir, base_url=base_url(zenodo_url),
+            modalities=[m.strip() for m in modalities.split(",") if m.strip()],
+            md5sums=read_md5sums(md5sums) if md5sums else None, overwrite=overwrite,
+            progress=progress, on_file=checked, warn=_note,
+        )  # fmt: skip
+    finally:
+        for bar in bars:
+            bar.close()

@@ -86,3 +86,75 @@ def test_serve_then_run_through_it(real_sample: object, tmp_path: Path) -> None:
         _, err = server.communicate(timeout=30)
     assert server.returncode == 0
     assert "k3y" not in err
+
+
+def test_sample_reben_v2_real_prints_what_it_wrote(tmp_path: Path) -> None:
+    args = ["sample", str(tmp_path), "--layout", "reben-v2", "--real", "--s1", "--reference-maps"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    names = ["BigEarthNet-S2.tar.zst", "BigEarthNet-S1.tar.zst", "Reference_Maps.tar.zst",
+             "metadata.parquet", "metadata_for_patches_with_snow_cloud_or_shadow.parquet",
+             "MD5SUMS"]  # fmt: skip
+    lines = result.stdout.splitlines()
+    assert lines[:-1] == [str(tmp_path / n) for n in names]
+    assert lines[-1].endswith(" patches")
+    assert all((tmp_path / n).is_file() for n in names)
+    listed = [line.split("  ")[1] for line in (tmp_path / "MD5SUMS").read_text().splitlines()]
+    assert sorted(listed) == sorted(names[:-1])
+
+
+def test_sample_zenodo_v1_synthetic_in_parts(tmp_path: Path) -> None:
+    args = ["sample", str(tmp_path), "--layout", "zenodo-v1", "--patches", "5", "--seed", "2",
+            "--compression", "none", "--parts", "2", "--s1", "--s1-order", "shuffled"]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines == [
+        *(str(tmp_path / f"BigEarthNet-S{k}-v1.0.tar{p}") for k in (2, 1) for p in ("aa", "ab")),
+        str(tmp_path / "MD5SUMS"),
+        "5 patches",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--layout", "reben-v2", "--flags", "bool"],
+         "--flags is for the MLHub archives, not with --layout"),
+        (["--layout", "zenodo-v1", "--extra-b10"],
+         "--extra-b10 is for the MLHub archives, not with --layout"),
+        (["--layout", "zenodo-v1", "--reference-maps"],
+         "--reference-maps exists only with --layout reben-v2"),
+        (["--s1"], "--s1 needs --layout zenodo-v1 or reben-v2"),
+        (["--compression", "zstd"], "--compression needs --layout zenodo-v1 or reben-v2"),
+    ],
+)  # fmt: skip
+def test_sample_refuses_options_of_the_other_kind(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = CliRunner().invoke(main, ["sample", str(tmp_path), "--patches", "2", *args])
+    assert result.exit_code == 2
+    assert result.stderr == f"error: {message}\n"
+    assert not any(tmp_path.iterdir())
+
+
+def test_serve_prints_each_zenodo_url(tmp_path: Path) -> None:
+    folder = tmp_path / "release"
+    CliRunner().invoke(main, ["sample", str(folder), "--layout", "reben-v2", "--patches", "3"])
+    ingest = [sys.executable, "-m", "ingest"]
+    server = subprocess.Popen([*ingest, "serve", str(folder), "--port", "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert server.stdout is not None
+        assert server.stdout.readline().startswith("MLHUB_ROOT_URL=http://127.0.0.1:")
+        urls = [server.stdout.readline().strip() for _ in range(3)]
+        names = ["BigEarthNet-S2.tar.zst", "metadata.parquet",
+                 "metadata_for_patches_with_snow_cloud_or_shadow.parquet"]  # fmt: skip
+        assert [u.split("/files/")[1] for u in urls] == [f"{n}?download=1" for n in names]
+        assert all("/records/10891137/files/" in u for u in urls)
+        with urllib.request.urlopen(urls[1]) as response:
+            assert response.read() == (folder / names[1]).read_bytes()
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
