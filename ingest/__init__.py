@@ -18,12 +18,13 @@ if TYPE_CHECKING:
     from .errors import IngestError
     from .layouts.labels import Selection
     from .pipeline import run
-    from .read import open_store
+    from .read import SampleDataset, open_store
     from .store import check
 
 #: Public name → the module that defines it.
 _LAZY = {
     "open_store": "ingest.read",
+    "SampleDataset": "ingest.read",
     "run": "ingest.pipeline",
     "RunConfig": "ingest.config",
     "RunReport": "ingest.config",
@@ -36,6 +37,7 @@ __all__ = [
     "IngestError",
     "RunConfig",
     "RunReport",
+    "SampleDataset",
     "Selection",
     "__version__",
     "check",

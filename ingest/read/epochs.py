@@ -1,0 +1,246 @@
+"""The shard-aware epoch engine under ``SampleDataset.batches`` and ``ds.ben.batches``.
+
+An epoch is planned over *blocks* — the dataset positions whose samples live in one shard (or one
+dask chunk) — so that reading stays sequential where the store is: the blocks are shuffled, cut
+into windows of ``window`` blocks, and the samples of each window shuffled together. That global
+order is the same in every process for a seed. Each consumer then takes its part of it:
+
+- a rank (``rank`` of ``world_size``, e.g. DDP) takes a contiguous, balanced slice of the order
+  (sizes differ by at most one sample; with ``drop_last`` every rank gets the same number of full
+  batches), so the ranks' parts are disjoint and cover the epoch;
+- a DataLoader worker of that rank takes a contiguous run of the rank's batches (the batch count
+  does not depend on the number of workers, so ``len()`` is exact).
+
+A part is read window by window: the window's encoded chunks are fetched (whole shards by byte
+range, one batched request on object storage) and decoded batch by batch into batch-sized arrays,
+on a background thread that keeps a few batches ready while the caller trains.
+
+The reading itself is a :class:`Source` (``prepare(positions)``); :mod:`ingest.read.dataset`
+reads through :class:`ingest.read.samples.SampleStore`, ``ds.ben.batches`` through the store too
+when its arrays are the store's, else through dask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["Epoch", "Prepared", "Source", "blocks_of", "part", "plan", "worker"]
+
+
+class Prepared(Protocol):
+    """Fetched samples of one window, decodable run by run (see ``SampleStore.prepare``)."""
+
+    def __len__(self) -> int: ...
+
+    def empty(self, count: int) -> dict[str, np.ndarray]: ...
+
+    def decode_into(self, start: int, stop: int, out: dict[str, np.ndarray], at: int) -> None: ...
+
+
+class Source(Protocol):
+    """What an epoch reads from: the samples at dataset positions, and per-sample extras."""
+
+    def prepare(self, positions: np.ndarray) -> Prepared: ...
+
+    def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+def blocks_of(keys: np.ndarray) -> list[np.ndarray]:
+    """Dataset positions grouped by ``keys`` (e.g. the shard of each sample), in key order."""
+    keys = np.asarray(keys)
+    order = np.argsort(keys, kind="stable")
+    edges = np.flatnonzero(np.diff(keys[order])) + 1
+    return [b for b in np.split(order, edges) if len(b)]
+
+
+def plan(
+    blocks: Sequence[np.ndarray], *, shuffle: bool, seed: int, window: int
+) -> list[np.ndarray]:
+    """The epoch's windows, each the dataset positions in the order to yield them."""
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
+    windows = []
+    for w in range(0, len(order), window):
+        chosen = sorted((blocks[int(k)] for k in order[w : w + window]), key=lambda b: int(b[0]))
+        positions = np.concatenate(chosen)
+        windows.append(positions[rng.permutation(len(positions))] if shuffle else positions)
+    return windows
+
+
+def part(
+    total: int,
+    batch_size: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    worker: int = 0,
+    workers: int = 1,
+    drop_last: bool = False,
+) -> tuple[int, int, int]:
+    """``(start, stop, batches)``: the slice of the epoch's order that one worker of one rank
+    reads, and how many batches the whole rank yields."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0 <= rank < world_size or not 0 <= worker < workers:
+        raise ValueError(f"rank {rank} of {world_size} / worker {worker} of {workers}")
+    if drop_last:  # the same number of full batches on every rank
+        batches = total // world_size // batch_size
+        first, size = rank * batches * batch_size, batches * batch_size
+    else:
+        first = rank * total // world_size
+        size = (rank + 1) * total // world_size - first
+        batches = -(-size // batch_size)
+    a, b = worker * batches // workers, (worker + 1) * batches // workers
+    return first + min(a * batch_size, size), first + min(b * batch_size, size), batches
+
+
+def worker() -> tuple[int, int]:
+    """``(id, count)`` of the PyTorch DataLoader worker running this code, ``(0, 1)`` outside
+    one (torch is consulted only when the process has imported it)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return 0, 1
+    info = torch.utils.data.get_worker_info()
+    return (0, 1) if info is None else (int(info.id), int(info.num_workers))
+
+
+class Epoch:
+    """One pass over a dataset in batches (see the module docstring); iterate it, or hand it to a
+    PyTorch ``DataLoader(epoch, batch_size=None, num_workers=...)``.
+
+    Yields dicts of stacked arrays plus ``index`` (the dataset positions of the batch's rows).
+    ``len()`` is the number of batches of this rank. Pickles with its source (workers open
+    their own files).
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        blocks: Sequence[np.ndarray],
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        window: int = 4,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+        transform: Callable[[dict[str, np.ndarray]], Any] | None = None,
+        prefetch: int = 4,
+    ) -> None:
+        self.total = sum(len(b) for b in blocks)
+        part(self.total, batch_size, rank=rank, world_size=world_size)  # validates
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.source = source
+        self.blocks = list(blocks)
+        self.batch_size = batch_size
+        self.shuffle, self.seed, self.window = shuffle, seed, window
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.transform = transform
+        self.prefetch = prefetch
+
+    def __len__(self) -> int:
+        return part(self.total, self.batch_size, rank=self.rank, world_size=self.world_size,
+                    drop_last=self.drop_last)[2]  # fmt: skip
+
+    def __iter__(self) -> Iterator[Any]:
+        me, workers = worker()
+        start, stop, _ = part(
+            self.total, self.batch_size, rank=self.rank, world_size=self.world_size,
+            worker=me, workers=workers, drop_last=self.drop_last,
+        )  # fmt: skip
+        windows = plan(self.blocks, shuffle=self.shuffle, seed=self.seed, window=self.window)
+        produced = _batches(self.source, windows, start, stop, self.batch_size, self.transform)
+        if self.prefetch < 1:
+            return produced
+        return _background(produced, self.prefetch)
+
+
+def _batches(
+    source: Source,
+    windows: list[np.ndarray],
+    start: int,
+    stop: int,
+    batch_size: int,
+    transform: Callable[[dict[str, np.ndarray]], Any] | None,
+) -> Iterator[Any]:
+    """The batches of positions ``[start, stop)`` of the epoch's order, window by window."""
+    remaining = stop - start
+    out: dict[str, np.ndarray] | None = None
+    index = np.empty(0, dtype=np.int64)
+    filled = 0
+    offset = 0
+    for positions in windows:
+        a, b = offset, offset + len(positions)
+        offset = b
+        lo, hi = max(a, start), min(b, stop)
+        if lo >= hi:
+            if a >= stop:
+                break
+            continue
+        wanted = positions[lo - a : hi - a]
+        prepared = source.prepare(wanted)
+        k = 0
+        while k < len(wanted):
+            if out is None:
+                size = min(batch_size, remaining)
+                out, index, filled = prepared.empty(size), np.empty(size, dtype=np.int64), 0
+            n = min(len(index) - filled, len(wanted) - k)
+            prepared.decode_into(k, k + n, out, filled)
+            index[filled : filled + n] = wanted[k : k + n]
+            filled, k, remaining = filled + n, k + n, remaining - n
+            if filled == len(index):
+                batch = {**out, **source.extras(index), "index": index}
+                yield batch if transform is None else transform(batch)
+                out = None
+
+
+_DONE = object()
+
+
+def _background(batches: Iterator[Any], depth: int) -> Iterator[Any]:
+    """``batches`` produced on a background thread, at most ``depth`` ahead of the caller."""
+    ready: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in batches:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            ready.put((_DONE, None))
+        except BaseException as error:  # handed to the caller, raised there
+            ready.put((_DONE, error))
+
+    thread = threading.Thread(target=produce, name="ingest-epoch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.1)
+        thread.join()
