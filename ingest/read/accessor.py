@@ -10,8 +10,8 @@ read one inner chunk per band array; :meth:`BenAccessor.batches` reads whole das
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,11 @@ import dask
 import numpy as np
 import xarray as xr
 
+from ..errors import UsageError
 from ..nomenclature import BAND_GROUPS, BandGroup
+from ..store.location import StoreLocation
+from .epochs import Epoch, StoreSource
+from .samples import SampleStore, Take
 
 __all__ = ["SPLITS", "Batch", "BenAccessor", "selection_mask"]
 
@@ -153,7 +157,14 @@ class BenAccessor:
             seasonal_snow=self._flag("seasonal_snow", seasonal_snow),
             split=None if splits is None else (ds["split"].values, splits),
         )
-        return ds.isel(sample=np.flatnonzero(mask))
+        chosen = ds.isel(sample=np.flatnonzero(mask))
+        for name in chosen.data_vars:  # the kept samples' store rows, for batches' fast path
+            mark = _store_rows(ds.variables[name])
+            if mark is not None:
+                location, array, rows = mark
+                kept = np.flatnonzero(mask) if rows is None else rows[mask]
+                _mark(chosen.variables[name], (location, array, kept))
+        return chosen
 
     def labels_of(self, i: int, *, nineteen: bool = False) -> list[str]:
         """The class names of sample ``i`` (position in this dataset), canonical order: 43-class
@@ -284,8 +295,117 @@ class BenAccessor:
         resolutions = (resolution,) if isinstance(resolution, str) else tuple(resolution)
         names = [self._group(r).array_name for r in resolutions]
         labels = self._label_table(nineteen)[0]  # (n, 19) on a bigearthnet-v2 store
-        plan = _plan(_blocks(self._ds, names), window=window, shuffle=shuffle, seed=seed)
-        return _batches(self._ds, names, labels, plan, batch_size, drop_last)
+        blocks = [np.arange(a, b) for a, b in _blocks(self._ds, names)]
+        source: Any = _fast_source(self._ds, names, labels) or _DatasetSource(
+            self._ds, names, labels
+        )
+        epoch = Epoch(source, blocks, batch_size, shuffle=shuffle, seed=seed, window=window,
+                      drop_last=drop_last)  # fmt: skip
+        return (Batch({n: b[n] for n in names}, b["labels"], b["index"]) for b in epoch)
+
+
+#: The attribute of a band variable's dask array naming the store rows it holds (see
+#: :func:`mark_store_rows`).
+_ROWS = "_ingest_store_rows"
+
+
+def mark_store_rows(
+    variable: xr.Variable, name: str, store: Any, storage_options: dict[str, Any] | None
+) -> None:
+    """Record on ``variable``'s dask array that it is the store's array ``name``, untouched,
+    so that :meth:`BenAccessor.batches` may read it through the fast sample reader
+    (:mod:`ingest.read.samples`). The mark sits on the dask array object itself: any operation
+    makes a new one without it (then batches read through dask), and :meth:`BenAccessor.select`
+    marks its result with the kept rows."""
+    if not isinstance(store, str | os.PathLike):
+        return  # a zarr Store object: no location to reopen it from
+    try:
+        location = StoreLocation.of(store, storage_options)
+    except UsageError:  # storage options with a local path: zarr's business, not ours
+        return
+    _mark(variable, (location, name, None))
+
+
+_Mark = tuple[StoreLocation, str, np.ndarray | None]
+"""(store, array name in the store, store row of each sample or None for all)."""
+
+
+def _mark(variable: xr.Variable, mark: _Mark) -> None:
+    if variable.chunks is not None and mark[1]:
+        setattr(variable.data, _ROWS, mark)
+
+
+def _store_rows(variable: xr.Variable) -> _Mark | None:
+    if variable.chunks is None:
+        return None
+    mark: _Mark | None = getattr(variable.data, _ROWS, None)
+    return mark
+
+
+def _fast_source(ds: xr.Dataset, names: Sequence[str], labels: np.ndarray) -> StoreSource | None:
+    """A source through the store when every array of ``names`` is a store's own array (marked
+    as such), all of one store with the same rows; None otherwise."""
+    marks = [_store_rows(ds.variables[name]) for name in names]
+    if not marks or marks[0] is None:
+        return None
+    location, _, rows = marks[0]
+    for mark in marks:
+        if mark is None or mark[0] != location:
+            return None
+        other = mark[2]
+        if (rows is None) != (other is None) or (
+            rows is not None and other is not None and not np.array_equal(rows, other)
+        ):
+            return None
+    store = SampleStore.open(location)
+    if any(mark[1] not in store.arrays for mark in marks if mark is not None):
+        return None
+    if (store.size if rows is None else len(rows)) != ds.sizes["sample"]:
+        return None
+    takes = [Take(store.arrays[mark[1]]) for mark in marks if mark is not None]
+    return StoreSource(store, takes, rows, labels=labels)
+
+
+class _DatasetSource:
+    """An epoch's reads through xarray and dask: any Dataset with these arrays."""
+
+    def __init__(self, ds: xr.Dataset, names: Sequence[str], labels: np.ndarray) -> None:
+        self.ds, self.names, self.labels = ds, list(names), labels
+
+    def prepare(self, positions: np.ndarray) -> _Loaded:
+        """The runs of adjacent positions (whole dask chunks in an epoch), in one dask compute."""
+        ordered = np.unique(positions)
+        edges = np.flatnonzero(np.diff(ordered) != 1) + 1
+        runs = [(int(r[0]), int(r[-1]) + 1) for r in np.split(ordered, edges) if len(r)]
+        # Variables, not DataArrays: computing a DataArray would also read its sample coordinates.
+        parts = [self.ds.variables[n].isel(sample=slice(a, b)) for n in self.names for a, b in runs]
+        computed: tuple[Any, ...] = dask.compute(*parts)  # type: ignore[attr-defined,no-untyped-call]
+        where = np.searchsorted(ordered, positions)
+        arrays = {}
+        for k, name in enumerate(self.names):
+            blocks = [np.asarray(c.values) for c in computed[k * len(runs) : (k + 1) * len(runs)]]
+            arrays[name] = np.concatenate(blocks)[where]
+        return _Loaded(arrays)
+
+    def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        return {"labels": self.labels[positions]}
+
+
+class _Loaded:
+    """Samples already in memory, as an epoch's prepared window."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.arrays = arrays
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values()))) if self.arrays else 0
+
+    def empty(self, count: int) -> dict[str, np.ndarray]:
+        return {n: np.empty((count, *a.shape[1:]), a.dtype) for n, a in self.arrays.items()}
+
+    def decode_into(self, start: int, stop: int, out: dict[str, np.ndarray], at: int) -> None:
+        for name, values in self.arrays.items():
+            out[name][at : at + stop - start] = values[start:stop]
 
 
 def _blocks(ds: xr.Dataset, names: Sequence[str]) -> list[tuple[int, int]]:
@@ -302,82 +422,3 @@ def _blocks(ds: xr.Dataset, names: Sequence[str]) -> list[tuple[int, int]]:
             sizes = [min(length, n - a) for a in range(0, n, max(length, 1))]
     edges = np.cumsum([0, *sizes])
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-
-
-@dataclass(frozen=True)
-class _Window:
-    blocks: tuple[tuple[int, int], ...]
-    """The blocks to read, in dataset order."""
-    order: np.ndarray
-    """Positions within the concatenated blocks, in the order to yield them."""
-
-
-def _plan(blocks: list[tuple[int, int]], *, window: int, shuffle: bool, seed: int) -> list[_Window]:
-    """Shuffle the blocks, cut them into windows, shuffle the samples of each window."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(blocks)) if shuffle else np.arange(len(blocks))
-    plan = []
-    for w in range(0, len(order), window):
-        chosen = tuple(sorted(blocks[int(k)] for k in order[w : w + window]))
-        size = sum(b - a for a, b in chosen)
-        plan.append(_Window(chosen, rng.permutation(size) if shuffle else np.arange(size)))
-    return plan
-
-
-def _load(ds: xr.Dataset, names: Sequence[str], labels: np.ndarray, window: _Window) -> Batch:
-    """One window, read in one dask compute, in the window's shuffled order."""
-    # Variables, not DataArrays: computing a DataArray would also read its sample coordinates.
-    parts = [
-        ds.variables[name].isel(sample=slice(a, b)) for name in names for a, b in window.blocks
-    ]
-    computed: tuple[Any, ...] = dask.compute(*parts)  # type: ignore[attr-defined,no-untyped-call]
-    # Scatter each block straight to its shuffled rows: one copy, no concatenation first.
-    destination = np.empty_like(window.order)
-    destination[window.order] = np.arange(len(window.order))
-    edges = np.cumsum([0, *(b - a for a, b in window.blocks)])
-    bands = {}
-    for k, name in enumerate(names):
-        count = len(window.blocks)
-        blocks = [np.asarray(c.values) for c in computed[k * count : (k + 1) * count]]
-        out = np.empty((len(window.order), *blocks[0].shape[1:]), dtype=blocks[0].dtype)
-        for block, a, b in zip(blocks, edges[:-1], edges[1:], strict=True):
-            out[destination[a:b]] = block
-        bands[name] = out
-    index = np.concatenate([np.arange(a, b) for a, b in window.blocks])[window.order]
-    return Batch(bands, labels[index], index.astype(np.int64))
-
-
-def _batches(
-    ds: xr.Dataset,
-    names: Sequence[str],
-    labels: np.ndarray,
-    plan: list[_Window],
-    batch_size: int,
-    drop_last: bool,
-) -> Iterator[Batch]:
-    carry: Batch | None = None
-    # One background thread reads the next window while the caller consumes this one.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ben-batches") as pool:
-        pending: Future[Batch] | None = (
-            pool.submit(_load, ds, names, labels, plan[0]) if plan else None
-        )
-        for w in range(len(plan)):
-            assert pending is not None
-            current = pending.result()
-            pending = (
-                pool.submit(_load, ds, names, labels, plan[w + 1]) if w + 1 < len(plan) else None
-            )
-            start = 0
-            if carry is not None:  # complete the short batch left over from the last window
-                start = min(batch_size - len(carry), len(current))
-                carry = carry.join(current.take(slice(0, start)))
-                if len(carry) < batch_size:
-                    continue
-                yield carry
-                carry = None
-            while start + batch_size <= len(current):
-                yield current.take(slice(start, start + batch_size))
-                start += batch_size
-            carry = current.take(slice(start, None)) if start < len(current) else None
-    if carry is not None and not drop_last:
-        yield carry

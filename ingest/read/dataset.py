@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..store.location import StoreLocation
-from .epochs import Epoch, blocks_of
+from .epochs import Epoch, StoreSource
 from .samples import SampleStore, Take
 
 __all__ = ["MODALITIES", "SampleDataset"]
@@ -134,24 +134,21 @@ class SampleDataset:
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """Many samples at once (DataLoader calls this for a batch when it exists): on object
-        storage all their ranges go in one request batch."""
+        storage all their ranges go in one batch of requests."""
         if self.store.location.is_local:
             return [self[i] for i in indices]
-        at = np.array([self._position(i) for i in indices], dtype=np.int64)
-        arrays = self.store.samples(at, self.takes)
-        extras = self._extras(at)
+        positions = np.array([self._position(i) for i in indices], dtype=np.int64)
+        source = StoreSource(self.store, self.takes, None, self._tables)
+        prepared = source.prepare(positions)
+        arrays = prepared.empty(len(positions))
+        prepared.decode_into(0, len(positions), arrays, 0)
+        arrays.update(source.extras(positions))
         samples = []
-        for k in range(len(at)):
+        for k in range(len(positions)):
             sample: dict[str, Any] = {name: values[k] for name, values in arrays.items()}
-            sample.update({name: values[k] for name, values in extras.items()})
             sample["patch_id"] = str(sample["patch_id"])
             samples.append(sample if self.transform is None else self.transform(sample))
         return samples
-
-    def _extras(self, at: np.ndarray) -> dict[str, np.ndarray]:
-        extras: dict[str, np.ndarray] = {name: self.store.table(name)[at] for name in self.labels}
-        extras["patch_id"] = self.store.table("patch_id")[at]
-        return extras
 
     # --- epochs -----------------------------------------------------------------------------------
 
@@ -177,9 +174,10 @@ class SampleDataset:
         same number of full batches). ``transform`` is called on each batch, on the reading
         thread. Hand it to ``DataLoader(epoch, batch_size=None, num_workers=N)`` as it is."""
         _register_with_torch()
+        source = StoreSource(self.store, self.takes, self.positions, self._tables)
         return Epoch(
-            _StoreSource(self),
-            self._blocks(),
+            source,
+            source.blocks(),
             batch_size,
             shuffle=shuffle,
             seed=seed,
@@ -190,30 +188,6 @@ class SampleDataset:
             transform=transform,
             prefetch=prefetch,
         )
-
-    def _blocks(self) -> list[np.ndarray]:
-        """Dataset positions grouped by shard (the first sharded array's shard length)."""
-        lengths = [t.array.length for t in self.takes if t.array.length]
-        length = lengths[0] if lengths else 256
-        at = np.arange(len(self)) if self.positions is None else self.positions
-        return blocks_of(at // length)
-
-
-class _StoreSource:
-    """An epoch's reads through the dataset's :class:`SampleStore` (dataset → store positions)."""
-
-    def __init__(self, data: SampleDataset) -> None:
-        self.data = data
-
-    def _at(self, positions: np.ndarray) -> np.ndarray:
-        chosen = self.data.positions
-        return positions if chosen is None else chosen[positions]
-
-    def prepare(self, positions: np.ndarray) -> Any:
-        return self.data.store.prepare(self._at(positions), self.data.takes)
-
-    def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]:
-        return self.data._extras(self._at(positions))
 
 
 def _takes(

@@ -31,7 +31,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Epoch", "Prepared", "Source", "blocks_of", "part", "plan", "worker"]
+from .samples import SampleStore, Take
+
+__all__ = ["Epoch", "Prepared", "Source", "StoreSource", "blocks_of", "part", "plan", "worker"]
 
 
 class Prepared(Protocol):
@@ -50,6 +52,46 @@ class Source(Protocol):
     def prepare(self, positions: np.ndarray) -> Prepared: ...
 
     def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]: ...
+
+
+class StoreSource:
+    """A :class:`Source` reading through a :class:`~ingest.read.samples.SampleStore`.
+
+    ``rows`` maps dataset positions to store positions (None: the same); the extras are the
+    store's small ``tables`` at those rows and, when given, rows of an in-memory ``labels``
+    table indexed by dataset position.
+    """
+
+    def __init__(
+        self,
+        store: SampleStore,
+        takes: Sequence[Take],
+        rows: np.ndarray | None = None,
+        tables: Sequence[str] = (),
+        labels: np.ndarray | None = None,
+    ) -> None:
+        self.store, self.takes, self.rows = store, list(takes), rows
+        self.tables, self.labels = tuple(tables), labels
+
+    def _at(self, positions: np.ndarray) -> np.ndarray:
+        return positions if self.rows is None else self.rows[positions]
+
+    def prepare(self, positions: np.ndarray) -> Prepared:
+        return self.store.prepare(self._at(positions), self.takes)
+
+    def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        at = self._at(positions)
+        out = {name: self.store.table(name)[at] for name in self.tables}
+        if self.labels is not None:
+            out["labels"] = self.labels[positions]
+        return out
+
+    def blocks(self) -> list[np.ndarray]:
+        """Dataset positions grouped by the shard of their store position."""
+        lengths = [t.array.length for t in self.takes if t.array.length]
+        length = lengths[0] if lengths else 256
+        count = self.store.size if self.rows is None else len(self.rows)
+        return blocks_of(self._at(np.arange(count)) // length)
 
 
 def blocks_of(keys: np.ndarray) -> list[np.ndarray]:

@@ -40,7 +40,7 @@ from zarr.core.sync import sync
 from .. import schemas
 from ..errors import StoreError
 from ..store.shards import ShardEncoder
-from . import accessor as _accessor  # noqa: F401  (registers ``ds.ben``)
+from . import accessor as _accessor  # registers ``ds.ben``
 
 __all__ = ["IncompleteStoreWarning", "ShardedBands", "open_group", "open_store"]
 
@@ -91,6 +91,7 @@ def open_store(
             variables[key] = variable
         elif key in PIXEL_ARRAYS and variable.dims[:1] == ("sample",):
             variables[key] = _band_variable(group, key, variable, token)
+            _accessor.mark_store_rows(variables[key], key, store, storage_options)
         else:
             variables[key] = variable.chunk(dict.fromkeys(variable.dims, -1), name=f"{token}-{key}")
     ds = xr.Dataset(
