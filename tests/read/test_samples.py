@@ -1,0 +1,183 @@
+"""The fast sample reader: the same values as zarr-python for every per-pixel array (uint16 and
+float32, 3-D and 4-D, written by the ingest's encoder or by zarr-python), band subsets, absent
+shards, other layouts, each shard index read once and checked, local and on loopback S3."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from ingest.errors import StoreError
+from ingest.location import StoreLocation
+from ingest.read.samples import SampleStore, Take, shard_length
+from ingest.testing.s3 import S3Server
+
+from .conftest import consolidate, upload
+
+PICKS = [59, 3, 17, 17, 40, 0, 15, 16, 47, 48]  # unsorted, repeated, shard edges, all four shards
+
+
+def full(path: Path | str, name: str, **options: object) -> np.ndarray:
+    return np.asarray(zarr.open_array(path, path=name, mode="r", **options)[...])
+
+
+@pytest.mark.parametrize("fixture", ["real_store", "small_shards", "v2_store"])
+def test_every_sample_of_every_array_matches_zarr_python(
+    fixture: str, request: pytest.FixtureRequest
+) -> None:
+    path: Path = request.getfixturevalue(fixture)
+    store = SampleStore.open(path)
+    expected = {name: full(path, name) for name in store.arrays}
+    assert set(store.arrays) >= {"bands_10m", "bands_20m", "bands_60m"}
+    takes = [Take(a) for a in store.arrays.values()]
+    for i in range(store.size):
+        sample = store.sample(i, takes)
+        assert set(sample) == set(expected)
+        for name, values in sample.items():
+            assert values.dtype == expected[name].dtype and np.array_equal(
+                values, expected[name][i]
+            )
+    positions = np.array([p % store.size for p in PICKS])
+    stacked = store.samples(positions, takes)
+    for name, values in stacked.items():
+        assert np.array_equal(values, expected[name][positions]), name
+    everything = store.samples(np.arange(store.size)[::-1], takes)
+    for name, values in everything.items():
+        assert np.array_equal(values, expected[name][::-1]), name
+
+
+def test_the_v2_arrays_are_read_the_fast_way(v2_store: Path) -> None:
+    store = SampleStore.open(v2_store)
+    assert sorted(store.arrays) == ["bands_10m", "bands_20m", "bands_60m", "bands_s1", "reference_map"]  # fmt: skip
+    assert {a.length for a in store.arrays.values()} == {16}
+    s1, maps = store.arrays["bands_s1"], store.arrays["reference_map"]
+    assert (s1.dtype, s1.bands, s1.sample_shape) == ("<f4", ("VV", "VH"), (2, 120, 120))
+    assert (maps.dtype, maps.bands, maps.sample_shape) == ("<u2", None, (120, 120))
+    assert store.tables == ("labels19", "patch_id")
+    group = zarr.open_group(v2_store, mode="r")
+    assert np.array_equal(store.table("labels19"), group["labels19"][...])
+    assert store.table("patch_id").tolist() == np.asarray(group["patch_id"][...]).tolist()
+
+
+def test_band_subsets(v2_store: Path) -> None:
+    store = SampleStore.open(v2_store)
+    takes = [Take(store.arrays["bands_10m"], (2, 1, 0)), Take(store.arrays["bands_s1"], (1,)),
+             Take(store.arrays["bands_20m"], (3,))]  # fmt: skip
+    b10, s1, b20 = (
+        full(v2_store, "bands_10m"),
+        full(v2_store, "bands_s1"),
+        full(v2_store, "bands_20m"),
+    )
+    one = store.sample(33, takes)
+    assert np.array_equal(one["bands_10m"], b10[33][[2, 1, 0]])
+    assert np.array_equal(one["bands_s1"], s1[33][[1]]) and one["bands_s1"].shape == (1, 120, 120)
+    assert np.array_equal(one["bands_20m"], b20[33][[3]])
+    many = store.samples(np.array(PICKS), takes)
+    assert np.array_equal(many["bands_10m"], b10[PICKS][:, [2, 1, 0]])
+    assert np.array_equal(many["bands_s1"], s1[PICKS][:, [1]])
+
+
+def test_each_shard_index_is_read_once(small_shards: Path) -> None:
+    store = SampleStore.open(small_shards)
+    takes = [Take(store.arrays[n]) for n in ("bands_10m", "bands_60m")]
+    for i in range(16):  # the whole first shard, sample by sample
+        store.sample(i, takes)
+    assert store.requests == 2 * 16 + 2  # one range per array and sample, one index per array
+    store.samples(np.arange(16, 60), takes)  # the other three shards whole: index + one range each
+    assert store.requests == 2 * 16 + 2 + 2 * 3 * 2
+
+
+def test_a_corrupt_shard_index_is_refused(small_shards: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_shards, copy)
+    shard = copy / "bands_20m" / "c" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[-10] ^= 0xFF  # inside the index, before its checksum
+    shard.write_bytes(bytes(data))
+    store = SampleStore.open(copy)
+    takes = [Take(store.arrays["bands_20m"])]
+    assert np.array_equal(store.sample(3, takes)["bands_20m"], full(small_shards, "bands_20m")[3])
+    with pytest.raises(StoreError, match=r"bands_20m/c/1/0/0/0: shard index checksum mismatch"):
+        store.sample(20, takes)
+
+
+def test_a_missing_shard_reads_as_the_fill_value_like_zarr(
+    small_shards: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_shards, copy)
+    (copy / "bands_60m" / "c" / "2" / "0" / "0" / "0").unlink()
+    store = SampleStore.open(copy)
+    takes = [Take(store.arrays["bands_60m"])]
+    expected = full(copy, "bands_60m")
+    assert int(expected[32:48].max()) == 0 and int(expected[:32].max()) > 0
+    assert np.array_equal(store.samples(np.arange(60), takes)["bands_60m"], expected)
+    assert np.array_equal(store.sample(40, takes)["bands_60m"], expected[40])
+
+
+def test_other_layouts_are_read_through_zarr(small_shards: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_shards, copy)
+    group = zarr.open_group(copy, mode="r+")
+    other = group.create_array(
+        "cloud_mask", shape=(60, 30, 30), chunks=(7, 30, 30), dtype="uint8",
+        dimension_names=["sample", "y", "x"],
+    )  # fmt: skip
+    other[...] = np.random.default_rng(1).integers(0, 3, (60, 30, 30), dtype=np.uint8)
+    consolidate(copy)
+    store = SampleStore.open(copy)
+    assert store.arrays["cloud_mask"].length is None
+    assert shard_length(zarr.open_array(copy, path="cloud_mask")) is None
+    assert shard_length(zarr.open_array(copy, path="bands_60m")) == 16
+    takes = [Take(store.arrays["cloud_mask"]), Take(store.arrays["bands_60m"])]
+    expected = full(copy, "cloud_mask")
+    assert np.array_equal(store.sample(45, takes)["cloud_mask"], expected[45])
+    assert np.array_equal(store.samples(np.array(PICKS), takes)["cloud_mask"], expected[PICKS])
+
+
+def test_pickles_without_its_caches(small_shards: Path) -> None:
+    store = SampleStore.open(small_shards)
+    takes = [Take(a) for a in store.arrays.values()]
+    before = store.sample(21, takes)
+    store.table("labels")
+    copy = pickle.loads(pickle.dumps(store))
+    assert len(pickle.dumps(store)) < 10_000  # metadata only: no indexes, tables or files
+    after = copy.sample(21, takes)
+    assert all(np.array_equal(before[n], after[n]) for n in before)
+    assert copy.requests == 3 + 3  # its own indexes (read again), then one range per array
+
+
+def test_not_an_ingest_store(tmp_path: Path, small_shards: Path) -> None:
+    with pytest.raises(StoreError, match=r"missing\.zarr: not a Zarr v3 store"):
+        SampleStore.open(tmp_path / "missing.zarr")
+    copy = tmp_path / "copy.zarr"
+    shutil.copytree(small_shards, copy)
+    del zarr.open_group(copy, mode="r+")["patch_id"]
+    consolidate(copy)
+    with pytest.raises(StoreError, match="no patch_id array"):
+        SampleStore.open(copy)
+
+
+def test_a_store_on_s3_reads_the_same_values_in_few_requests(v2_store: Path, s3: S3Server) -> None:
+    url = upload(s3, v2_store, "samples.zarr")
+    store = SampleStore.open(StoreLocation(url, s3.storage_options))
+    local = SampleStore.open(v2_store)
+    takes = [Take(a) for a in store.arrays.values()]
+    assert [t.array for t in takes] == list(local.arrays.values())
+    expected = {name: full(v2_store, name) for name in store.arrays}
+    first = store.sample(5, takes)
+    assert store.requests == 5 + 5  # 5 shard indexes (one batch), then 5 ranges (one batch)
+    for name, values in first.items():
+        assert np.array_equal(values, expected[name][5])
+    for i in range(6, 16):
+        store.sample(i, takes)
+    assert store.requests == 10 + 5 * 10  # indexes cached: one range per array
+    many = store.samples(np.array(PICKS), takes)
+    for name, values in many.items():
+        assert np.array_equal(values, expected[name][PICKS]), name
+    assert store.table("patch_id").tolist() == local.table("patch_id").tolist()
