@@ -50,8 +50,8 @@ class SampleDataset:
       the kept samples, in store order.
     - ``modalities``: which per-pixel arrays (names, or ``"s2"``, ``"s1"``); default all.
     - ``bands``: band names (``"B04"``, ``"VV"`` …) to keep, in the order given, within the
-      arrays that have a band dimension; arrays with none of them are left out. Arrays without a
-      band dimension (``reference_map``) are kept.
+      arrays that have a band dimension; arrays with none of them are left out, and so are
+      arrays without a band dimension (``reference_map``) unless ``modalities`` names them.
     - ``transform``: called on each sample dict; ``data[i]`` returns what it returns.
     """
 
@@ -214,7 +214,8 @@ def _takes(
     for name in names:
         array = store.arrays[name]
         if array.bands is None:
-            takes.append(Take(array))
+            if modalities is not None:  # asked for by name: kept whole
+                takes.append(Take(array))
             continue
         rows = tuple(array.bands.index(b) for b in wanted if b in array.bands)
         found.update(b for b in wanted if b in array.bands)
