@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N ?= 10000
 
-.PHONY: install demo demo-v2 test lint typecheck unit bench clean
+.PHONY: install demo demo-v2 test lint typecheck unit bench bench-train clean
 
 install: $(STAMP)
 
@@ -35,12 +35,18 @@ unit: install
 test: lint typecheck unit
 
 bench: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_ingest.py --patches $(N)
 	$(BIN)/python benchmarks/bench_v2.py --patches $(N)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_read.py
+	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_cluster.py
+
+bench-train: install
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python benchmarks/bench_train.py
 
 clean:
 	rm -rf demo demo-v2 bench-out .pytest_cache .mypy_cache .ruff_cache
