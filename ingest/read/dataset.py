@@ -82,6 +82,8 @@ class SampleDataset:
         self.takes = _takes(self.store, modalities, bands)
         self.labels = tuple(n for n in ("labels", "labels19") if n in self.store.tables)
         self._tables = (*self.labels, "patch_id")
+        for name in self._tables:  # loaded once here; a spawned worker loads them on first use
+            self.store.table(name)
         self.transform = transform
         self.positions: np.ndarray | None = None
         """Store position of each dataset position; None when the dataset is the whole store."""

@@ -197,6 +197,8 @@ class Epoch:
 
     def __iter__(self) -> Iterator[Any]:
         me, workers = worker()
+        if workers > 1 and isinstance(self.source, StoreSource):
+            self.source.store.threads = 1  # this worker's copy: the workers are the parallelism
         start, stop, _ = part(
             self.total, self.batch_size, rank=self.rank, world_size=self.world_size,
             worker=me, workers=workers, drop_last=self.drop_last,

@@ -170,6 +170,8 @@ class SampleStore:
         self.tables = tables
         self.size = size
         self.attrs = attrs
+        self.threads = min(2, os.cpu_count() or 1)
+        """Decode threads of bulk reads (1 in DataLoader workers: the processes are parallel)."""
         self._local: _Local | None = None
 
     # --- opening and pickling ---------------------------------------------------------------------
@@ -361,7 +363,7 @@ class SampleStore:
 
     def _fetch(self, local: _Local, ranges: list[tuple[str, int, int]]) -> list[bytes]:
         """The ranges, in order: one batched call remotely, ``pread`` on the pool locally."""
-        if self.location.is_local and len(ranges) > 1:
+        if self.location.is_local and len(ranges) > 1 and self.threads > 1:
             pool = self._pool(local)
             size = -(-len(ranges) // pool._max_workers)
             parts = [ranges[k : k + size] for k in range(0, len(ranges), size)]
@@ -373,12 +375,9 @@ class SampleStore:
                 raise StoreError(f"{self.location}/{key}: shard vanished while reading")
         return [data for data in results if data is not None]
 
-    @staticmethod
-    def _pool(local: _Local) -> ThreadPoolExecutor:
+    def _pool(self, local: _Local) -> ThreadPoolExecutor:
         if local.pool is None:
-            local.pool = ThreadPoolExecutor(
-                min(2, os.cpu_count() or 1), thread_name_prefix="ingest-decode"
-            )
+            local.pool = ThreadPoolExecutor(self.threads, thread_name_prefix="ingest-decode")
         return local.pool
 
     def _ensure_indexes(self, local: _Local, wanted: Iterable[tuple[SampleArray, int]]) -> None:
@@ -485,9 +484,9 @@ class Prepared:
     def decode_into(self, start: int, stop: int, out: dict[str, np.ndarray], at: int) -> None:
         """Decode rows ``[start, stop)`` into ``out[name][at : at + stop - start]``, in two
         halves on the decode threads (blosc releases the GIL) when there is enough work."""
-        if stop - start >= 8:
+        if stop - start >= 8 and self._store.threads > 1:
             middle = (start + stop) // 2
-            pool = SampleStore._pool(self._local)
+            pool = self._store._pool(self._local)
             halves = [(start, middle, at), (middle, stop, at + middle - start)]
             list(pool.map(lambda h: self._decode(h[0], h[1], out, h[2]), halves))
         else:
