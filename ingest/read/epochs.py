@@ -49,7 +49,7 @@ class Prepared(Protocol):
 class Source(Protocol):
     """What an epoch reads from: the samples at dataset positions, and per-sample extras."""
 
-    def prepare(self, positions: np.ndarray) -> Prepared: ...
+    def prepare(self, positions: np.ndarray, scratch: bytearray) -> Prepared: ...
 
     def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]: ...
 
@@ -76,8 +76,8 @@ class StoreSource:
     def _at(self, positions: np.ndarray) -> np.ndarray:
         return positions if self.rows is None else self.rows[positions]
 
-    def prepare(self, positions: np.ndarray) -> Prepared:
-        return self.store.prepare(self._at(positions), self.takes)
+    def prepare(self, positions: np.ndarray, scratch: bytearray | None = None) -> Prepared:
+        return self.store.prepare(self._at(positions), self.takes, scratch)
 
     def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]:
         at = self._at(positions)
@@ -220,6 +220,7 @@ def _batches(
 ) -> Iterator[Any]:
     """The batches of positions ``[start, stop)`` of the epoch's order, window by window."""
     remaining = stop - start
+    scratch = bytearray()  # the windows' encoded bytes, one buffer reused window after window
     out: dict[str, np.ndarray] | None = None
     index = np.empty(0, dtype=np.int64)
     filled = 0
@@ -233,7 +234,7 @@ def _batches(
                 break
             continue
         wanted = positions[lo - a : hi - a]
-        prepared = source.prepare(wanted)
+        prepared = source.prepare(wanted, scratch)
         k = 0
         while k < len(wanted):
             if out is None:

@@ -310,7 +310,9 @@ class SampleStore:
         prepared.decode_into(0, len(prepared), out, 0)
         return out
 
-    def prepare(self, positions: np.ndarray, takes: Sequence[Take]) -> Prepared:
+    def prepare(
+        self, positions: np.ndarray, takes: Sequence[Take], scratch: bytearray | None = None
+    ) -> Prepared:
         """Fetch the encoded chunks of the samples at store ``positions`` for ``takes``.
 
         Each shard involved is read with as few range requests as its wanted chunks allow (runs
@@ -318,7 +320,10 @@ class SampleStore:
         every range of the call goes in one batched request. Nothing is decoded yet: the
         :class:`Prepared` decodes any run of its rows into arrays the caller owns, so that an
         epoch decodes batch by batch into batch-sized arrays (reused by the allocator) rather than
-        into window-sized ones (fresh pages, one fault per 4 KiB, every window).
+        into window-sized ones (fresh pages, one fault per 4 KiB, every window). Locally the
+        ranges are read into ``scratch`` when given (grown as needed; the caller's to reuse once
+        the :class:`Prepared` is done with): fresh buffers for every window cost ≈ 25 page faults
+        per sample, a quarter of the decoding time.
         """
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         if len(positions) and (positions.min() < 0 or positions.max() >= self.size):
@@ -358,22 +363,42 @@ class SampleStore:
                 if start >= 0:
                     ranges.append((array.keys[shard], start, stop))
             plans.append(_Plan(take, where=where))
-        fetched = self._fetch(local, ranges)
-        return Prepared(self, len(positions), plans, [memoryview(b) for b in fetched], local)
+        return Prepared(self, len(positions), plans, self._fetch(local, ranges, scratch), local)
 
-    def _fetch(self, local: _Local, ranges: list[tuple[str, int, int]]) -> list[bytes]:
-        """The ranges, in order: one batched call remotely, ``pread`` on the pool locally."""
-        if self.location.is_local and len(ranges) > 1 and self.threads > 1:
-            pool = self._pool(local)
-            size = -(-len(ranges) // pool._max_workers)
-            parts = [ranges[k : k + size] for k in range(0, len(ranges), size)]
-            results = [r for part in pool.map(local.files.fetch, parts) for r in part]
-        else:
+    def _fetch(
+        self, local: _Local, ranges: list[tuple[str, int, int]], scratch: bytearray | None
+    ) -> list[memoryview]:
+        """The ranges, in order: one batched call remotely; locally ``preadv`` into one buffer
+        (``scratch`` when given and large enough), split among the decode threads."""
+        if not self.location.is_local:
             results = local.files.fetch(ranges)
-        for (key, _, _), data in zip(ranges, results, strict=True):
-            if data is None:
-                raise StoreError(f"{self.location}/{key}: shard vanished while reading")
-        return [data for data in results if data is not None]
+            for (key, _, _), data in zip(ranges, results, strict=True):
+                if data is None:
+                    raise StoreError(f"{self.location}/{key}: shard vanished while reading")
+            return [memoryview(data) for data in results if data is not None]
+        total = sum(stop - start for _, start, stop in ranges)
+        if scratch is None:
+            scratch = bytearray(total)
+        elif len(scratch) < total:
+            scratch.extend(bytes(total - len(scratch)))
+        whole = memoryview(scratch)
+        views = []
+        at = 0
+        for _, start, stop in ranges:
+            views.append(whole[at : at + stop - start])
+            at += stop - start
+        files = local.files
+        assert isinstance(files, _LocalFiles)
+        jobs = list(zip(ranges, views, strict=True))
+        if len(jobs) > 1 and self.threads > 1:
+            size = -(-len(jobs) // self.threads)
+            parts = [jobs[k : k + size] for k in range(0, len(jobs), size)]
+            missing = [m for ms in self._pool(local).map(files.read_into, parts) for m in ms]
+        else:
+            missing = files.read_into(jobs)
+        if missing:
+            raise StoreError(f"{self.location}/{missing[0]}: shard vanished while reading")
+        return views
 
     def _pool(self, local: _Local) -> ThreadPoolExecutor:
         if local.pool is None:
@@ -567,6 +592,18 @@ class _LocalFiles(_Files):
                 raise StoreError(f"{self._root}/{key}: shard is shorter than its index says")
             out.append(data)
         return out
+
+    def read_into(self, jobs: Sequence[tuple[tuple[str, int, int], memoryview]]) -> list[str]:
+        """Read each range into its buffer; the keys of the objects that do not exist."""
+        missing = []
+        for (key, start, stop), view in jobs:
+            fd = self._fd(key)
+            if fd is None:
+                missing.append(key)
+                continue
+            if os.preadv(fd, [view], start) != stop - start:
+                raise StoreError(f"{self._root}/{key}: shard is shorter than its index says")
+        return missing
 
     def close(self) -> None:
         with self._lock:
