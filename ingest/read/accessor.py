@@ -372,7 +372,7 @@ class _DatasetSource:
     def __init__(self, ds: xr.Dataset, names: Sequence[str], labels: np.ndarray) -> None:
         self.ds, self.names, self.labels = ds, list(names), labels
 
-    def prepare(self, positions: np.ndarray, scratch: bytearray | None = None) -> _Loaded:
+    def prepare(self, positions: np.ndarray, scratch: Scratch | None = None) -> _Loaded:
         """The runs of adjacent positions (whole dask chunks in an epoch), in one dask compute."""
         ordered = np.unique(positions)
         edges = np.flatnonzero(np.diff(ordered) != 1) + 1

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .samples import SampleStore, Take
+from .samples import SampleStore, Scratch, Take
 
 __all__ = ["Epoch", "Prepared", "Source", "StoreSource", "blocks_of", "part", "plan", "worker"]
 
@@ -49,7 +49,7 @@ class Prepared(Protocol):
 class Source(Protocol):
     """What an epoch reads from: the samples at dataset positions, and per-sample extras."""
 
-    def prepare(self, positions: np.ndarray, scratch: bytearray) -> Prepared: ...
+    def prepare(self, positions: np.ndarray, scratch: Scratch) -> Prepared: ...
 
     def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]: ...
 
@@ -76,7 +76,7 @@ class StoreSource:
     def _at(self, positions: np.ndarray) -> np.ndarray:
         return positions if self.rows is None else self.rows[positions]
 
-    def prepare(self, positions: np.ndarray, scratch: bytearray | None = None) -> Prepared:
+    def prepare(self, positions: np.ndarray, scratch: Scratch | None = None) -> Prepared:
         return self.store.prepare(self._at(positions), self.takes, scratch)
 
     def extras(self, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -220,7 +220,7 @@ def _batches(
 ) -> Iterator[Any]:
     """The batches of positions ``[start, stop)`` of the epoch's order, window by window."""
     remaining = stop - start
-    scratch = bytearray()  # the windows' encoded bytes, one buffer reused window after window
+    scratch = Scratch()  # the windows' encoded bytes, one buffer reused window after window
     out: dict[str, np.ndarray] | None = None
     index = np.empty(0, dtype=np.int64)
     filled = 0

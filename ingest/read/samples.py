@@ -51,7 +51,7 @@ from ..errors import StoreError
 from ..store.location import StoreLocation
 from ..store.shards import _ABSENT, _endian
 
-__all__ = ["Prepared", "SampleArray", "SampleStore", "Take", "shard_length"]
+__all__ = ["Prepared", "SampleArray", "SampleStore", "Scratch", "Take", "shard_length"]
 
 #: The small per-sample arrays read whole once per process.
 TABLES = ("labels", "labels19", "patch_id")
@@ -99,6 +99,13 @@ def shard_length(array: zarr.Array[Any]) -> int | None:
     ):
         return None
     return int(array.shards[0])
+
+
+class Scratch:
+    """A reusable buffer for :meth:`SampleStore.prepare` (replaced by a larger one as needed)."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
 
 
 @dataclass(frozen=True)
@@ -311,7 +318,7 @@ class SampleStore:
         return out
 
     def prepare(
-        self, positions: np.ndarray, takes: Sequence[Take], scratch: bytearray | None = None
+        self, positions: np.ndarray, takes: Sequence[Take], scratch: Scratch | None = None
     ) -> Prepared:
         """Fetch the encoded chunks of the samples at store ``positions`` for ``takes``.
 
@@ -366,7 +373,7 @@ class SampleStore:
         return Prepared(self, len(positions), plans, self._fetch(local, ranges, scratch), local)
 
     def _fetch(
-        self, local: _Local, ranges: list[tuple[str, int, int]], scratch: bytearray | None
+        self, local: _Local, ranges: list[tuple[str, int, int]], scratch: Scratch | None
     ) -> list[memoryview]:
         """The ranges, in order: one batched call remotely; locally ``preadv`` into one buffer
         (``scratch`` when given and large enough), split among the decode threads."""
@@ -378,10 +385,12 @@ class SampleStore:
             return [memoryview(data) for data in results if data is not None]
         total = sum(stop - start for _, start, stop in ranges)
         if scratch is None:
-            scratch = bytearray(total)
-        elif len(scratch) < total:
-            scratch.extend(bytes(total - len(scratch)))
-        whole = memoryview(scratch)
+            buffer = bytearray(total)
+        else:
+            if len(scratch.buffer) < total:  # a new one: views of the old one may still be alive
+                scratch.buffer = bytearray(total + total // 4)
+            buffer = scratch.buffer
+        whole = memoryview(buffer)
         views = []
         at = 0
         for _, start, stop in ranges:
