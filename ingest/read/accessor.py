@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..nomenclature import BAND_GROUPS, BandGroup
 from ..store.location import StoreLocation
 from .epochs import Epoch, StoreSource
-from .samples import SampleStore, Take
+from .samples import SampleStore, Scratch, Take
 
 __all__ = ["SPLITS", "Batch", "BenAccessor", "selection_mask"]
 

@@ -4,8 +4,8 @@ Hand-written on purpose. Through zarr-python every read of a sharded array goes 
 loop, re-reads the shard index and checks its CRC32C (≈ 2 ms per read here), and ``labels[i]``
 decompresses a 65,536-row chunk (≈ 1.3 ms): 174 random samples/s for the four arrays of a
 sample, against 0.19 ms of actual work (issue 15). The shard format of the Zarr v3 sharding spec
-is small and :class:`ingest.store.shards.ShardEncoder` writes exactly one layout of it (inner chunk =
-one sample, bytes + blosc, index of (offset, nbytes) uint64 pairs at the END of the shard
+is small and :class:`ingest.store.shards.ShardEncoder` writes exactly one layout of it (inner
+chunk = one sample, bytes + blosc, index of (offset, nbytes) uint64 pairs at the END of the shard
 followed by its CRC32C, 2**64 - 1 for an absent chunk), so this module reads that layout itself:
 
 - each shard index is read once (the last 16 × S + 4 bytes of the shard object), its CRC32C
@@ -21,8 +21,8 @@ It is generic over the store's arrays: every array whose first dimension is ``sa
 has at least 3 dimensions is a per-pixel array (``bands_10m`` … ``bands_s1``, ``reference_map``),
 read the fast way when its zarr metadata shows the layout above, whatever its fixed-size dtype,
 and through zarr-python otherwise (same values, zarr's speed). What
-:class:`ingest.read.reading.ShardedBands` does for xarray's lazy arrays this does for training loops;
-both rely on the same shard layout.
+:class:`ingest.read.reading.ShardedBands` does for xarray's lazy arrays this does for training
+loops; both rely on the same shard layout.
 
 A :class:`SampleStore` pickles to its location and array metadata only: caches, open files and
 the thread pool are per process and made on first use (so it works in forked and spawned

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from ingest.store import BAND_CODEC
+from ingest.store.zarrstore import BAND_CODEC
 from ingest.testing.s3 import S3Server
 
 
@@ -24,7 +24,7 @@ def consolidate(path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def v2_store(small_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def v2_shaped(small_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 60 synthetic samples plus ``bands_s1`` (float32) and ``reference_map`` (uint16) in
     the contract's layout (shards of 16, inner chunk one sample, blosc), written by zarr-python
     itself, and without ``labels`` (v2 stores have ``labels19`` only)."""

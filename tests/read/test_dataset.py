@@ -23,7 +23,7 @@ from ingest import SampleDataset
 from ingest.errors import UsageError
 from ingest.nomenclature import BAND_GROUPS
 from ingest.read.epochs import part
-from ingest.reading import open_store
+from ingest.read.reading import open_store
 from ingest.testing.s3 import S3Server
 
 from .conftest import upload
@@ -49,7 +49,7 @@ def assert_sample(sample: dict[str, Any], expected: dict[str, np.ndarray], i: in
             assert np.array_equal(values, expected[name][i]), (name, i)
 
 
-@pytest.mark.parametrize("fixture", ["real_store", "small_shards", "v2_store"])
+@pytest.mark.parametrize("fixture", ["real_store", "small_shards", "v2_shaped"])
 def test_samples_are_the_stores_values(fixture: str, request: pytest.FixtureRequest) -> None:
     path: Path = request.getfixturevalue(fixture)
     data = SampleDataset(path)
@@ -62,8 +62,8 @@ def test_samples_are_the_stores_values(fixture: str, request: pytest.FixtureRequ
         data[len(data)]
 
 
-def test_v2_keys(v2_store: Path) -> None:
-    sample = SampleDataset(v2_store)[7]
+def test_v2_keys(v2_shaped: Path) -> None:
+    sample = SampleDataset(v2_shaped)[7]
     assert sorted(sample) == [*ARRAYS, "bands_s1", "labels19", "patch_id", "reference_map"]
     assert sample["bands_s1"].dtype == np.float32 and sample["bands_s1"].shape == (2, 120, 120)
     assert sample["reference_map"].shape == (120, 120) and sample["labels19"].shape == (19,)
@@ -99,13 +99,13 @@ def test_the_real_samples_are_the_original_geotiffs(
     ],
 )
 def test_band_subsets_and_modalities(
-    v2_store: Path,
+    v2_shaped: Path,
     bands: Any,
     modalities: Any,
     expected: dict[str, list[int] | None],
 ) -> None:
-    data = SampleDataset(v2_store, bands=bands, modalities=modalities)
-    values = expected_of(v2_store)
+    data = SampleDataset(v2_shaped, bands=bands, modalities=modalities)
+    values = expected_of(v2_shaped)
     for i in (0, 17, 59):
         sample = data[i]
         assert set(sample) == {*expected, "labels19", "patch_id"}
@@ -118,15 +118,15 @@ def test_band_subsets_and_modalities(
         assert np.array_equal(batch[name], want if rows is None else want[:, rows]), name
 
 
-def test_unknown_bands_and_modalities(v2_store: Path, small_shards: Path) -> None:
+def test_unknown_bands_and_modalities(v2_shaped: Path, small_shards: Path) -> None:
     with pytest.raises(UsageError, match=r"unknown band 'B10' \(bands: B02, B03"):
-        SampleDataset(v2_store, bands=["B04", "B10"])
+        SampleDataset(v2_shaped, bands=["B04", "B10"])
     with pytest.raises(
         UsageError, match=r"has no bands_s1 .*modalities: bands_10m, bands_20m, bands_60m, s2"
     ):
         SampleDataset(small_shards, modalities="s1")
     with pytest.raises(UsageError, match="unknown band 'VV'"):
-        SampleDataset(v2_store, modalities="s2", bands="VV")
+        SampleDataset(v2_shaped, modalities="s2", bands="VV")
 
 
 def test_selections_are_ds_ben_select(small_shards: Path, real_store: Path) -> None:
@@ -262,10 +262,10 @@ def test_the_dataset_pickles_small(small_shards: Path) -> None:
     assert len(copy) == len(data) and copy[3]["patch_id"] == data[3]["patch_id"]
 
 
-def test_a_store_on_s3(v2_store: Path, s3: S3Server) -> None:
-    url = upload(s3, v2_store, "dataset.zarr")
+def test_a_store_on_s3(v2_shaped: Path, s3: S3Server) -> None:
+    url = upload(s3, v2_shaped, "dataset.zarr")
     data = SampleDataset(url, storage_options=s3.storage_options)
-    expected = expected_of(v2_store)
+    expected = expected_of(v2_shaped)
     for i in (0, 31, 59):
         assert_sample(data[i], expected, i)
     for i, sample in zip([3, 40, 3, 17], data.__getitems__([3, 40, 3, 17]), strict=True):
@@ -298,3 +298,16 @@ def test_ds_ben_batches_reads_the_store_unless_the_arrays_changed(small_shards: 
 
 def test_sample_dataset_is_exported_lazily() -> None:
     assert ingest.SampleDataset is SampleDataset
+
+
+def test_a_written_v2_store(v2_store: Any) -> None:
+    data = SampleDataset(v2_store.path)
+    assert len(data) == len(v2_store.table)
+    for i in range(len(data)):
+        sample = data[i]
+        assert sample["patch_id"] == v2_store.table.patch_id[i]
+        assert np.array_equal(sample["labels19"], v2_store.table.labels19[i])
+        for name, values in v2_store.pixels.items():
+            assert np.array_equal(sample[name], values[i]), name
+    seen = [i for b in data.batches(3, seed=1) for i in b["index"].tolist()]
+    assert sorted(seen) == list(range(len(data)))

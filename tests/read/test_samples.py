@@ -7,14 +7,15 @@ from __future__ import annotations
 import pickle
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import zarr
 
 from ingest.errors import StoreError
-from ingest.location import StoreLocation
 from ingest.read.samples import SampleStore, Take, shard_length
+from ingest.store.location import StoreLocation
 from ingest.testing.s3 import S3Server
 
 from .conftest import consolidate, upload
@@ -26,7 +27,7 @@ def full(path: Path | str, name: str, **options: object) -> np.ndarray:
     return np.asarray(zarr.open_array(path, path=name, mode="r", **options)[...])
 
 
-@pytest.mark.parametrize("fixture", ["real_store", "small_shards", "v2_store"])
+@pytest.mark.parametrize("fixture", ["real_store", "small_shards", "v2_shaped"])
 def test_every_sample_of_every_array_matches_zarr_python(
     fixture: str, request: pytest.FixtureRequest
 ) -> None:
@@ -51,27 +52,27 @@ def test_every_sample_of_every_array_matches_zarr_python(
         assert np.array_equal(values, expected[name][::-1]), name
 
 
-def test_the_v2_arrays_are_read_the_fast_way(v2_store: Path) -> None:
-    store = SampleStore.open(v2_store)
+def test_the_v2_arrays_are_read_the_fast_way(v2_shaped: Path) -> None:
+    store = SampleStore.open(v2_shaped)
     assert sorted(store.arrays) == ["bands_10m", "bands_20m", "bands_60m", "bands_s1", "reference_map"]  # fmt: skip
     assert {a.length for a in store.arrays.values()} == {16}
     s1, maps = store.arrays["bands_s1"], store.arrays["reference_map"]
     assert (s1.dtype, s1.bands, s1.sample_shape) == ("<f4", ("VV", "VH"), (2, 120, 120))
     assert (maps.dtype, maps.bands, maps.sample_shape) == ("<u2", None, (120, 120))
     assert store.tables == ("labels19", "patch_id")
-    group = zarr.open_group(v2_store, mode="r")
+    group = zarr.open_group(v2_shaped, mode="r")
     assert np.array_equal(store.table("labels19"), group["labels19"][...])
     assert store.table("patch_id").tolist() == np.asarray(group["patch_id"][...]).tolist()
 
 
-def test_band_subsets(v2_store: Path) -> None:
-    store = SampleStore.open(v2_store)
+def test_band_subsets(v2_shaped: Path) -> None:
+    store = SampleStore.open(v2_shaped)
     takes = [Take(store.arrays["bands_10m"], (2, 1, 0)), Take(store.arrays["bands_s1"], (1,)),
              Take(store.arrays["bands_20m"], (3,))]  # fmt: skip
     b10, s1, b20 = (
-        full(v2_store, "bands_10m"),
-        full(v2_store, "bands_s1"),
-        full(v2_store, "bands_20m"),
+        full(v2_shaped, "bands_10m"),
+        full(v2_shaped, "bands_s1"),
+        full(v2_shaped, "bands_20m"),
     )
     one = store.sample(33, takes)
     assert np.array_equal(one["bands_10m"], b10[33][[2, 1, 0]])
@@ -163,13 +164,13 @@ def test_not_an_ingest_store(tmp_path: Path, small_shards: Path) -> None:
         SampleStore.open(copy)
 
 
-def test_a_store_on_s3_reads_the_same_values_in_few_requests(v2_store: Path, s3: S3Server) -> None:
-    url = upload(s3, v2_store, "samples.zarr")
+def test_a_store_on_s3_reads_the_same_values_in_few_requests(v2_shaped: Path, s3: S3Server) -> None:
+    url = upload(s3, v2_shaped, "samples.zarr")
     store = SampleStore.open(StoreLocation(url, s3.storage_options))
-    local = SampleStore.open(v2_store)
+    local = SampleStore.open(v2_shaped)
     takes = [Take(a) for a in store.arrays.values()]
     assert [t.array for t in takes] == list(local.arrays.values())
-    expected = {name: full(v2_store, name) for name in store.arrays}
+    expected = {name: full(v2_shaped, name) for name in store.arrays}
     first = store.sample(5, takes)
     assert store.requests == 5 + 5  # 5 shard indexes (one batch), then 5 ranges (one batch)
     for name, values in first.items():
@@ -181,3 +182,17 @@ def test_a_store_on_s3_reads_the_same_values_in_few_requests(v2_store: Path, s3:
     for name, values in many.items():
         assert np.array_equal(values, expected[name][PICKS]), name
     assert store.table("patch_id").tolist() == local.table("patch_id").tolist()
+
+
+def test_a_written_v2_store_reads_what_went_into_it(v2_store: Any) -> None:
+    """The reBEN-like store the v2 writer makes (S1, reference maps, shards of 4)."""
+    store = SampleStore.open(v2_store.path)
+    assert set(store.arrays) == set(v2_store.pixels)
+    assert all(a.length is not None for a in store.arrays.values())  # all read the fast way
+    takes = [Take(a) for a in store.arrays.values()]
+    for i in range(store.size):
+        for name, values in store.sample(i, takes).items():
+            assert np.array_equal(values, v2_store.pixels[name][i]), (name, i)
+    order = np.arange(store.size)[::-1]
+    for name, values in store.samples(order, takes).items():
+        assert np.array_equal(values, v2_store.pixels[name][order]), name
