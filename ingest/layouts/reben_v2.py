@@ -12,10 +12,11 @@ from __future__ import annotations
 import io
 import re
 from contextlib import AbstractContextManager
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..archive.members import ArchiveItem
 from ..errors import InputDataError
@@ -29,18 +30,25 @@ from .zenodo_v1 import PatchFolderRule
 
 TOP: Final = "BigEarthNet-S2"
 #: ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_75_43``: the acquisition time is its third field.
-_PATCH_TIME: Final = re.compile(r"^S2[AB]_MSIL2A_(\d{8}T\d{6})_")
+_PATCH_TIME: Final = re.compile(r"^S2[AB]_MSIL2A_(?P<time>\d{8}T\d{6})_")
 #: Largest metadata file read into memory when given as a URL (the official ones: 3.6 MB).
 _METADATA_BYTES: Final = 256 << 20
 
 
-def patch_time(patch_id: str) -> int:
-    """Seconds since the epoch of the acquisition time in a v2 patch id."""
-    match = _PATCH_TIME.match(patch_id)
-    if match is None:
-        raise InputDataError(patch_id, "not a BigEarthNet v2 patch id")
-    moment = datetime.strptime(match[1], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
-    return int(moment.timestamp())
+def patch_times(patch_ids: pa.ChunkedArray) -> np.ndarray:
+    """Seconds since the epoch of the acquisition time in each v2 patch id (its third field).
+
+    Vectorised with Arrow: ``datetime.strptime`` per id cost 7.5 s for the 549,488 rows.
+    """
+    found = pc.extract_regex(patch_ids, _PATCH_TIME.pattern)
+    if found.null_count:
+        bad = patch_ids.filter(pc.is_null(found))[0].as_py()
+        raise InputDataError(bad, "not a BigEarthNet v2 patch id (no acquisition time)")
+    try:
+        parsed = pc.strptime(pc.struct_field(found, "time"), format="%Y%m%dT%H%M%S", unit="s")
+    except pa.ArrowInvalid as exc:
+        raise InputDataError("metadata", f"a patch id has an invalid time ({exc})") from None
+    return np.asarray(parsed.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 class RebenV2:
@@ -74,7 +82,7 @@ class RebenV2:
         self.metadata = metadata
         index = LabelIndex(CLASSES_19, self.inputs.selection)
         patches: list[str] = metadata.patch_ids.to_pylist()
-        times = np.fromiter((patch_time(p) for p in patches), dtype=np.int64, count=len(patches))
+        times = patch_times(metadata.patch_ids)
         index.extend(
             patches,
             metadata.masks,
