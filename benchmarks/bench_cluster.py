@@ -34,6 +34,7 @@ from ingest.errors import StoreError
 from ingest.nomenclature import BAND_GROUPS
 from ingest.store import zarrstore as store
 from ingest.store.buffers import Buffers
+from ingest.store.staging import Staged
 from ingest.store.writers import InlineWriter
 from ingest.testing.samples import SampleArchives
 
@@ -41,7 +42,9 @@ from ingest.testing.samples import SampleArchives
 class NullWriter(InlineWriter):
     """Takes batches and writes nothing: what is left is the reader's own work."""
 
-    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
+    def submit(
+        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
+    ) -> None:
         return None
 
 

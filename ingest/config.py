@@ -49,6 +49,10 @@ class RunConfig:
     """``mlhub``, ``zenodo-v1`` or ``reben-v2``; None recognises it from the S2 archive."""
     metadata: tuple[str, ...] = ()
     """reBEN's metadata parquet files (paths or URLs)."""
+    s1_archive: str | tuple[str, ...] | None = None
+    """The Sentinel-1 archive (Zenodo v1.0 or reBEN), a path or URL or its parts."""
+    reference_maps: str | tuple[str, ...] | None = None
+    """reBEN's reference maps archive, a path or URL or its parts."""
     dataset: str | None = None
     """``bigearthnet-v1`` or ``bigearthnet-v2``: read the official files from Zenodo (or
     ``zenodo_url``), each md5-checked as its bytes stream by, instead of archives given by hand."""
@@ -89,15 +93,20 @@ class RunConfig:
                 raise UsageError(f"--cluster {self.cluster}: expected local:N with N >= 1 workers")
         if self.dataset is not None:
             files_of(self.dataset, self.modalities)  # refuses an unknown dataset or modality
-            if self.source_archive or self.labels_archive or self.metadata or self.layout:
+            given = (self.source_archive, self.labels_archive, self.metadata, self.layout,
+                     self.s1_archive, self.reference_maps)  # fmt: skip
+            if any(given):
                 raise UsageError(
                     "--dataset reads the official files: it takes no --source-archive, "
-                    "--labels-archive, --metadata or --layout"
+                    "--labels-archive, --metadata, --layout, --s1-archive or --reference-maps "
+                    "(use --with)"
                 )
-        if self.modalities:
+        elif self.modalities:
             raise UsageError(
-                f"--with {','.join(self.modalities)}: this version writes Sentinel-2 only"
+                "--with goes with --dataset (else give --s1-archive, --reference-maps)"
             )
+        if self.labels_only and (self.s1_archive or self.reference_maps or self.modalities):
+            raise UsageError("--labels-only writes no pixels: it takes no S1 or reference maps")
         if self.via == "items" and (self.labels_archive or self.source_archive):
             raise UsageError("--via items reads the items API: it takes no --labels-archive "
                              "or --source-archive")  # fmt: skip
@@ -125,6 +134,8 @@ class RunConfig:
                 s2=files["s2"][0],
                 labels=InputSpec((), "labels", collection=self.labels_collection),
                 metadata=tuple(files.get("metadata", ())),
+                s1=files["s1"][0] if "s1" in files else None,
+                reference_maps=files["reference_maps"][0] if "reference_maps" in files else None,
             )
         s2 = self.s2_parts()
         labels = _parts(self.labels_archive)
@@ -132,7 +143,16 @@ class RunConfig:
             s2=InputSpec(s2, "s2", collection=None if s2 else self.source_collection),
             labels=InputSpec(labels, "labels", collection=self.labels_collection),
             metadata=tuple(InputSpec((m,), "metadata") for m in self.metadata),
+            s1=_spec(self.s1_archive, "s1"),
+            reference_maps=_spec(self.reference_maps, "reference_maps"),
         )
+
+    def modality_names(self) -> list[str]:
+        """The partner modalities of the run: ``s1``, ``reference-maps``."""
+        if self.dataset is not None:
+            return sorted(self.modalities)
+        return [name for name, value in (("reference-maps", self.reference_maps),
+                                          ("s1", self.s1_archive)) if value]  # fmt: skip
 
     def recorded_options(self) -> dict[str, Any]:
         """The options that shape the store's content, recorded in its attributes."""
@@ -148,6 +168,7 @@ class RunConfig:
             "via": self.via,
             "layout": self.forced_layout,
             "dataset": self.dataset,
+            "modalities": self.modality_names(),
         }
 
 
@@ -169,6 +190,9 @@ class RunReport:
     """A few names for each count (labels without source, source without labels)."""
     ignored_members: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Archive members passed over, by reason: ``{"count": n, "examples": [...]}``."""
+    partners: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per partner archive (``s1``, ``reference_maps``): ``staged``, ``written``, ``without_s2``
+    (patches paired with no S2 patch of the release) and ``examples`` of those."""
 
     @property
     def counts(self) -> dict[str, int]:
@@ -191,3 +215,10 @@ class _Inputs:
     s2: InputSpec
     labels: InputSpec
     metadata: tuple[InputSpec, ...]
+    s1: InputSpec | None = None
+    reference_maps: InputSpec | None = None
+
+
+def _spec(value: str | tuple[str, ...] | None, role: str) -> InputSpec | None:
+    parts = _parts(value)
+    return InputSpec(parts, role) if parts else None

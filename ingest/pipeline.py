@@ -7,6 +7,7 @@ Stages (one package each): ``sources`` (bytes) → ``archive`` (members, items) 
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,9 +28,12 @@ from .layouts import make_layout
 from .layouts.base import Inputs, Layout, detect_layout
 from .layouts.feeds import Feed, Meter
 from .layouts.labels import LabelIndex
+from .layouts.partners import Partner
+from .layouts.stage import PartnerCounts, stage
 from .layouts.tables import preload
 from .store import zarrstore as store
 from .store.buffers import Buffers
+from .store.staging import Staging, staging_directory
 from .store.verify import NOT_COMPLETE, check
 from .store.writers import InlineWriter, PoolWriter, ShardCutter, ShardWriter
 
@@ -79,6 +83,7 @@ class _Run:
     source_without_labels: int = 0
     examples: dict[str, list[str]] = field(default_factory=dict)
     layout: Layout | None = None
+    staged: list[tuple[Partner, Staging, PartnerCounts]] = field(default_factory=list)
 
     def fail_or_skip(self, error: InputDataError, item: str) -> None:
         if self.config.on_error == "fail":
@@ -148,6 +153,7 @@ def open_layout(config: RunConfig, warn: Warn) -> Layout:
     return make_layout(name, Inputs(
         s2=inputs.s2, selection=config.selection, endpoint=config.endpoint, policy=config.retry,
         warn=warn, labels=inputs.labels, metadata=inputs.metadata, items_api=items_api,
+        s1=inputs.s1, reference_maps=inputs.reference_maps,
     ))  # fmt: skip
 
 
@@ -174,6 +180,7 @@ def run(
     layout = open_layout(config, state.warn)
     state.layout = layout
     index = layout.read_labels(state)
+    partners = layout.partners()
     capacity = layout.capacity(index)
     if not config.resume:
         store.create(
@@ -183,12 +190,23 @@ def run(
             dataset=layout.dataset,
             layout=layout.name,
             labels_only=config.labels_only,
+            s1=any(p.array == "bands_s1" for p in partners),
+            reference_maps=any(p.array == "reference_map" for p in partners),
             attrs=_initial_attrs(state),
         )
     if config.labels_only:
         table, read_to_end = _table(layout, index, index.selected_rows()[:capacity]), True
     else:
-        table, read_to_end = _ingest_source(state, layout, index, done)
+        directory = staging_directory()
+        try:
+            for partner in partners:
+                state.staged.append((partner, *stage(
+                    partner, index, state, location, directory,
+                    endpoint=config.endpoint, policy=config.retry, warn=state.warn,
+                )))  # fmt: skip
+            table, read_to_end = _ingest_source(state, layout, index, done)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
     state.progress.done()
     for name in index.unmatched_selected()[:EXAMPLES] if not config.labels_only else ():
         state.example("labels_without_source", name)
@@ -201,6 +219,10 @@ def run(
         not_selected=len(index) - index.selected_count,
         ignored_files=dict(state.ignored),
         ignored_members=state.ignored_members.report(),
+        partners={
+            p.role: _partner_report(p, staging, counts, index)
+            for p, staging, counts in state.staged
+        },  # fmt: skip
         source_read_to_end=read_to_end,
         store_bytes=0,
         elapsed=0.0,
@@ -260,7 +282,8 @@ def _ingest_source(
     read_to_end = True
     writer = make_writer(config, state.note)
     try:
-        cutter = ShardCutter(writer, config.shard_size, done, config.location)
+        cutter = ShardCutter(writer, config.shard_size, done, config.location,
+                             partners=tuple(staging for _, staging, _ in state.staged))  # fmt: skip
         with layout.source_feed(index, state) as feed:
             state.progress.phase(_phase_name(config), feed.meter)
             items = feed.items()
@@ -293,7 +316,7 @@ def _ingest_source(
         raise
     epsg, x_ul, y_ul = zip(*geo, strict=True) if geo else ((), (), ())
     table = replace(
-        _table(layout, index, rows),
+        _table(layout, index, rows, state),
         epsg=np.asarray(epsg, np.int32),
         x_ul=np.asarray(x_ul, np.float64),
         y_ul=np.asarray(y_ul, np.float64),
@@ -333,7 +356,19 @@ def _join_and_decode(
     try:
         if index.matched[row]:
             raise InputDataError(item.folder, f"a second source item for patch {patch_id}")
+        for partner, staging, _ in state.staged:
+            if patch_id not in staging:
+                raise InputDataError(item.folder, f"no {partner.label} of {patch_id} in "
+                                     f"{partner.spec.name}")  # fmt: skip
         patch = decode_patch(item, patch_id, out)
+        for partner, staging, _ in state.staged:
+            grid = (patch.epsg, patch.x_ul, patch.y_ul)
+            if partner.same_grid and staging.georef_of(patch_id) != grid:
+                raise InputDataError(
+                    f"{partner.spec.name}: {staging.name_of(patch_id)}",
+                    f"{partner.label} on the grid EPSG:{staging.georef_of(patch_id)[0]} "
+                    f"{staging.georef_of(patch_id)[1:]}, its patch on EPSG:{grid[0]} {grid[1:]}",
+                )
     except InputDataError as error:
         state.fail_or_skip(error, item.item_id)
         return None
@@ -342,11 +377,18 @@ def _join_and_decode(
     return patch, row
 
 
-def _table(layout: Layout, index: LabelIndex, rows: list[int]) -> store.SampleTable:
-    """The small per-sample arrays, with the layout's optional coordinates."""
+def _table(
+    layout: Layout, index: LabelIndex, rows: list[int], state: _Run | None = None
+) -> store.SampleTable:
+    """The small per-sample arrays, with the layout's optional coordinates and the S1 names."""
     labels43, labels19 = index.label_table(rows)
     cloud, snow = index.flag_table(rows)
     patch_ids = index.patch_names(rows)
+    optional = layout.coordinates(index, rows, patch_ids)
+    for partner, staging, _ in state.staged if state is not None else ():
+        if partner.array == "bands_s1":
+            names = [staging.name_of(p) for p in patch_ids]
+            optional["s1_patch_id"] = np.asarray(names, dtype=object)
     return store.SampleTable(
         patch_id=patch_ids,
         time=index.time_table(rows),
@@ -354,8 +396,21 @@ def _table(layout: Layout, index: LabelIndex, rows: list[int]) -> store.SampleTa
         labels19=labels19,
         cloud_and_shadow=cloud,
         seasonal_snow=snow,
-        optional=layout.coordinates(index, rows, patch_ids),
+        optional=optional,
     )
+
+
+def _partner_report(
+    partner: Partner, staging: Staging, counts: PartnerCounts, index: LabelIndex
+) -> dict[str, Any]:
+    """What became of a partner archive's patches: staged, written, without an S2 patch of the
+    release (counted at pairing, or paired with an S2 id the S2 archive never held)."""
+    strays = [name for s2, name in staging.unused() if s2 not in index.rows]
+    report = counts.report()
+    report["written"] = int(sum(staging.used))
+    report["without_s2"] = counts.without_s2 + len(strays)
+    report["examples"] = (counts.examples + strays)[:EXAMPLES]
+    return report
 
 
 def _initial_attrs(state: _Run) -> dict[str, Any]:
@@ -382,6 +437,7 @@ def _final_attrs(state: _Run, report: RunReport) -> dict[str, Any]:
             "not_selected": report.not_selected,
             "ignored_files": report.ignored_files,
             "ignored_members": report.ignored_members,
+            "partners": report.partners,
             "source_read_to_end": report.source_read_to_end,
             "examples": report.examples,
         },

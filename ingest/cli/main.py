@@ -65,6 +65,19 @@ def main(debug: bool) -> None:
     "metadata_for_patches_with_snow_cloud_or_shadow.parquet).",
 )
 @click.option(
+    "--s1-archive",
+    metavar="PATH_OR_URL",
+    multiple=True,
+    help="The Sentinel-1 archive (BigEarthNet-S1-v1.0.tar.gz or BigEarthNet-S1.tar.zst), written "
+    "as bands_s1 aligned sample for sample with S2 (repeat it for parts).",
+)
+@click.option(
+    "--reference-maps",
+    metavar="PATH_OR_URL",
+    multiple=True,
+    help="reBEN only: Reference_Maps.tar.zst, written as reference_map (repeat it for parts).",
+)
+@click.option(
     "--layout",
     type=click.Choice(["mlhub", "zenodo-v1", "reben-v2"]),
     help="Force the layout. Default: recognised from the archive's first member.",
@@ -180,6 +193,8 @@ def run(
     labels_archive: tuple[str, ...],
     source_archive: tuple[str, ...],
     metadata: tuple[str, ...],
+    s1_archive: tuple[str, ...],
+    reference_maps: tuple[str, ...],
     layout: str | None,
     dataset: str | None,
     modalities: str,
@@ -231,6 +246,8 @@ def run(
         labels_archive=labels_archive or None,
         source_archive=source_archive or None,
         metadata=metadata,
+        s1_archive=s1_archive or None,
+        reference_maps=reference_maps or None,
         layout=layout,
         dataset=dataset,
         modalities=tuple(m.strip() for m in modalities.split(",") if m.strip()),

@@ -78,6 +78,11 @@ def summary(report: RunReport) -> str:
         for name, count in sorted(report.ignored_files.items())
     ]
     facts += [
+        (f"{role.replace('_', ' ')} patches", f"{entry['written']:,} written, {entry['staged']:,} "
+         f"staged, {entry['without_s2']:,} without an S2 patch")
+        for role, entry in report.partners.items()
+    ]  # fmt: skip
+    facts += [
         ("ignored members", f"{entry['count']:,} {reason} (e.g. {', '.join(entry['examples'])})")
         for reason, entry in report.ignored_members.items()
     ]

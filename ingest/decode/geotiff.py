@@ -17,6 +17,7 @@ import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,8 +32,9 @@ __all__ = ["Raster", "decode_geotiff"]
 class Raster:
     """One decoded band. ``pixels`` is read-only: it may share memory with the input bytes."""
 
-    pixels: npt.NDArray[np.uint16]
-    """2-D, dtype uint16, native byte order, C-contiguous."""
+    pixels: npt.NDArray[Any]
+    """2-D, of the dtype asked for (uint16 for S2 bands and reference maps, float32 for S1),
+    native byte order, C-contiguous."""
     epsg: int
     """From GeoKey ProjectedCSTypeGeoKey (3072), else GeographicTypeGeoKey (2048)."""
     x_ul: float
@@ -82,26 +84,31 @@ _REAL_LAYOUT = {
 }
 _USER_DEFINED = 32767
 _MAX_PIXELS = 2**24  # 1165 times the largest real band
+_UINT16 = np.dtype(np.uint16)
 
 
-def decode_geotiff(data: bytes | memoryview, name: str) -> Raster:
-    """Decode a single-band uint16 GeoTIFF; ``name`` (the archive member) names it in errors.
+def decode_geotiff(data: bytes | memoryview, name: str, dtype: npt.DTypeLike = np.uint16) -> Raster:
+    """Decode a single-band GeoTIFF of ``dtype`` (uint16: the S2 bands, the reference maps;
+    float32: Sentinel-1); ``name`` (the archive member) names it in errors.
 
     Raises :class:`InputDataError` for anything that is not such a file, whatever went wrong.
+    The fast path takes uncompressed uint16 files; everything else goes through tifffile.
     """
+    wanted = np.dtype(dtype)
     try:
         buf = data if isinstance(data, bytes) else memoryview(data).cast("B")
         if len(buf) < 8:
             raise InputDataError(name, f"not a TIFF file ({len(buf) or 'no'} bytes)")
         magic = bytes(buf[:4])
         if magic in _CLASSIC:
-            try:
-                return _decode_fast(buf, _CLASSIC[magic], name)
-            except _NotFast:
-                pass
+            if wanted == np.uint16:
+                try:
+                    return _decode_fast(buf, _CLASSIC[magic], name)
+                except _NotFast:
+                    pass
         elif magic not in _BIGTIFF:
             raise InputDataError(name, f"not a TIFF file (starts with {magic!r})")
-        return _decode_with_tifffile(buf, name)
+        return _decode_with_tifffile(buf, name, wanted)
     except (struct.error, IndexError, KeyError, ValueError, TypeError, OverflowError) as exc:
         # Offsets and counts that point nowhere sensible, values of unexpected types, ...
         raise InputDataError(name, f"malformed TIFF: {_one_line(exc)}") from exc
@@ -288,7 +295,9 @@ def _geokey(geokeys: Sequence[int | float], ids: Sequence[int | float], key: int
     return int(geokeys[at + 3]) if geokeys[at + 1] == 0 else None
 
 
-def _decode_with_tifffile(buf: bytes | memoryview, name: str) -> Raster:
+def _decode_with_tifffile(
+    buf: bytes | memoryview, name: str, wanted: np.dtype[Any] = _UINT16
+) -> Raster:
     """The general path. Without imagecodecs, tifffile decodes raw, deflate, lzma and packbits."""
     what = "TIFF"
     try:
@@ -298,8 +307,8 @@ def _decode_with_tifffile(buf: bytes | memoryview, name: str) -> Raster:
             if page.dtype is None:
                 layout = f"{page.bitspersample}-bit samples of format {page.sampleformat}"
                 raise InputDataError(name, f"unsupported TIFF: {layout}")
-            if page.dtype != np.uint16:
-                raise InputDataError(name, f"dtype {page.dtype}, expected uint16")
+            if page.dtype != wanted:
+                raise InputDataError(name, f"dtype {page.dtype}, expected {wanted}")
             if len(page.shape) != 2:
                 raise InputDataError(name, f"unsupported TIFF: shape {page.shape}, expected 2-D")
             if page.size > _MAX_PIXELS:
@@ -313,7 +322,7 @@ def _decode_with_tifffile(buf: bytes | memoryview, name: str) -> Raster:
     except Exception as exc:  # tifffile and its codecs raise anything from KeyError to zlib.error
         raise InputDataError(name, f"cannot decode {what}: {_one_line(exc)}") from exc
     epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
-    pixels = np.ascontiguousarray(decoded, dtype=np.uint16)
+    pixels = np.ascontiguousarray(decoded, dtype=wanted.newbyteorder("="))
     pixels.flags.writeable = False
     return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
 

@@ -23,6 +23,7 @@ from ..sources.endpoint import Endpoint
 from ..sources.inputs import InputSpec, open_input
 from .feeds import Feed, Meter
 from .labels import LabelIndex, Selection
+from .partners import Partner
 
 Warn = Callable[[str], None]
 
@@ -71,6 +72,10 @@ class Inputs:
     """MLHub only: the labels archive."""
     metadata: tuple[InputSpec, ...] = ()
     """reBEN only: the metadata parquet files."""
+    s1: InputSpec | None = None
+    """The Sentinel-1 archive (Zenodo v1, reBEN)."""
+    reference_maps: InputSpec | None = None
+    """reBEN only: the reference maps archive."""
     items_api: ItemsApi | None = None
     """MLHub only: read the items API instead of the archives (``ingest run --via items``)."""
 
@@ -122,6 +127,11 @@ class Layout(Protocol):
 
     def title(self, collections: dict[str, Any]) -> dict[str, Any]:
         """The store's ``title``, ``license`` and ``citation``."""
+        ...
+
+    def partners(self) -> tuple[Partner, ...]:
+        """The partner archives of the run (after :meth:`read_labels`); a usage error when the
+        distribution has no such modality."""
         ...
 
 

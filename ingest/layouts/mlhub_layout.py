@@ -22,13 +22,14 @@ from ..archive.members import (
     Place,
     parse_item_json,
 )
-from ..errors import InputDataError
+from ..errors import InputDataError, UsageError
 from ..nomenclature import CLASSES_43, LABELS_COLLECTION, SOURCE_COLLECTION, patch_of
 from ..sources.inputs import InputSpec
 from .base import Inputs, Sink
 from .feeds import Feed, open_archive_feed
 from .labels import LabelIndex
 from .mlhub import parse_label_item
+from .partners import Partner
 from .tables import official_tables
 
 
@@ -120,6 +121,12 @@ class MlhubLayout:
         self, index: LabelIndex, rows: list[int], patch_ids: list[str]
     ) -> dict[str, np.ndarray]:
         return official_tables(patch_ids)
+
+    def partners(self) -> tuple[Partner, ...]:
+        if self.inputs.s1 is not None or self.inputs.reference_maps is not None:
+            raise UsageError("MLHub's collections have no Sentinel-1 or reference maps: use the "
+                             "Zenodo v1.0 archives for S1")  # fmt: skip
+        return ()
 
     def title(self, collections: dict[str, Any]) -> dict[str, Any]:
         doc = collections.get("s2") or collections.get("labels") or {}

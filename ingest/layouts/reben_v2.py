@@ -26,7 +26,8 @@ from .base import Inputs, Sink
 from .feeds import Feed, open_archive_feed
 from .labels import LabelIndex
 from .metadata import Metadata, read_metadata
-from .zenodo_v1 import PatchFolderRule
+from .partners import Partner, reference_maps, s1_v2
+from .rules import PatchFolderRule
 
 TOP: Final = "BigEarthNet-S2"
 #: ``S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_75_43``: the acquisition time is its third field.
@@ -116,6 +117,16 @@ class RebenV2:
             "country": self.metadata.column("country", rows),
             "patch_id_v1": self.metadata.column("s2v1_name", rows),
         }
+
+    def partners(self) -> tuple[Partner, ...]:
+        i = self.inputs
+        found: list[Partner] = []
+        if i.s1 is not None:
+            assert self.metadata is not None, "read_labels first"
+            found.append(s1_v2(i.s1, self.metadata.strings["s1_name"], self.metadata.patch_ids))
+        if i.reference_maps is not None:
+            found.append(reference_maps(i.reference_maps))
+        return tuple(found)
 
     def title(self, collections: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -40,7 +40,7 @@ from typing import Final
 
 import numpy as np
 
-__all__ = ["SPLIT_FILES", "official_flags", "official_tables", "preload"]
+__all__ = ["SPLIT_FILES", "official_flags", "official_s1", "official_tables", "preload"]
 
 _PACKAGE: Final = "bigearthnet_common"
 #: Split name -> the wheel's resource listing its patches.
@@ -53,7 +53,7 @@ _COUNTRY_SEASON: Final = "s1_s2_name_country_season.csv.bz2"
 _HEADER: Final = "s1_name,s2_name,country,season"
 _SNOW: Final = "patches_with_seasonal_snow.csv.bz2"
 _CLOUD: Final = "patches_with_cloud_and_shadow.csv.bz2"
-_CACHE_FORMAT: Final = 2  # bump when _Tables changes
+_CACHE_FORMAT: Final = 3  # bump when _Tables changes
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,8 @@ class _Tables:
     splits: np.ndarray
     flags: np.ndarray
     """uint8 per name: bit 0 seasonal snow, bit 1 cloud or shadow."""
+    s1: np.ndarray
+    """The paired Sentinel-1 patch name of each name, fixed-width bytes."""
 
 
 def official_tables(patch_ids: Sequence[str]) -> dict[str, np.ndarray]:
@@ -102,6 +104,17 @@ def official_flags(patch_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     where = np.minimum(np.searchsorted(tables.names, wanted), len(tables.names) - 1)
     flags = np.where(tables.names[where] == wanted, tables.flags[where], 0)
     return (flags & 2).astype(bool), (flags & 1).astype(bool)
+
+
+def official_s1(patch_ids: Sequence[str]) -> list[str]:
+    """The official Sentinel-1 partner of each v1 patch ("" for a name the table does not know)."""
+    if len(patch_ids) == 0:
+        return []
+    tables = _tables()
+    wanted = np.array([p.encode() for p in patch_ids])
+    where = np.minimum(np.searchsorted(tables.names, wanted), len(tables.names) - 1)
+    found = tables.names[where] == wanted
+    return [s.decode() if ok else "" for s, ok in zip(tables.s1[where], found, strict=True)]
 
 
 def _column(values: np.ndarray, codes: np.ndarray, found: np.ndarray) -> np.ndarray:
@@ -153,7 +166,7 @@ def _load(path: Path) -> _Tables | None:
     names = arrays["names"]
     if names.dtype.kind != "S" or names.ndim != 1 or len(names) == 0:
         return None
-    if any(arrays[c].shape != names.shape for c in ("country", "season", "split", "flags")):
+    if any(arrays[c].shape != names.shape for c in ("country", "season", "split", "flags", "s1")):
         return None
     for codes, values in (("country", "countries"), ("season", "seasons"), ("split", "splits")):
         if arrays[codes].dtype != np.uint8 or int(arrays[codes].max()) >= len(arrays[values]):
@@ -210,6 +223,7 @@ def _parse_tables() -> _Tables:
         seasons=seasons,
         splits=np.array(["", *SPLIT_FILES], dtype=object),
         flags=_flags(names),
+        s1=np.array(fields[0::4], dtype="S")[order],
     )
 
 

@@ -12,43 +12,25 @@ from __future__ import annotations
 
 import json
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
 
-from ..archive.members import ArchiveItem, Place
-from ..errors import InputDataError
+from ..archive.members import ArchiveItem
+from ..errors import InputDataError, UsageError
 from ..nomenclature import CLASS_INDEX, CLASSES_43
 from .base import Inputs, Sink
 from .feeds import Feed, open_archive_feed
 from .labels import LabelEntry, LabelIndex
 from .mlhub_layout import split_of
+from .partners import Partner, s1_v1
+from .rules import LABELS_FILE, PatchFolderRule
 from .tables import official_flags, official_tables
 
 TOP: Final = "BigEarthNet-v1.0"
-LABELS_FILE: Final = "labels_metadata.json"
 #: More than the 590,326 patches of v1.0: the store is sized to this and trimmed at the end.
 CAPACITY: Final = 600_000
-
-
-@dataclass(frozen=True)
-class PatchFolderRule:
-    """``{top}/{folders…}/{patch}/{patch}_{file}``: ``depth`` folders between the top folder and
-    the patch folder (0 for Zenodo v1, 1 — the tile — for reBEN)."""
-
-    top: str
-    depth: int = 0
-
-    def place(self, parts: tuple[str, ...]) -> Place | str:
-        if len(parts) != self.depth + 2:
-            return "not a file of a patch folder"
-        patch, name = parts[-2], parts[-1]
-        prefix = f"{patch}_"
-        if not name.startswith(prefix) or len(name) == len(prefix):
-            return "file not named after its patch folder"
-        return Place(patch, name[len(prefix) :], "/".join((self.top, *parts[:-1])), prefix)
 
 
 def parse_labels_json(data: bytes, member: str) -> tuple[int, int]:
@@ -110,6 +92,11 @@ class ZenodoV1:
         self, index: LabelIndex, rows: list[int], patch_ids: list[str]
     ) -> dict[str, np.ndarray]:
         return official_tables(patch_ids)
+
+    def partners(self) -> tuple[Partner, ...]:
+        if self.inputs.reference_maps is not None:
+            raise UsageError("reference maps belong to BigEarthNet v2.0 (reBEN), not v1.0")
+        return () if self.inputs.s1 is None else (s1_v1(self.inputs.s1),)
 
     def title(self, collections: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -27,6 +27,7 @@ from ..errors import StoreError, UsageError
 from . import zarrstore as store
 from .buffers import SPARE_BUFFERS, Buffers, shapes
 from .location import StoreLocation
+from .staging import Staged
 
 #: Task retries after an exception in the task itself (a worker's death is retried by the
 #: scheduler, up to ``distributed.scheduler.allowed-failures`` times).
@@ -89,9 +90,13 @@ class DaskWriter:
         # memory that must not be refilled meanwhile.
         return {name: np.empty(shape, np.uint16) for name, shape in self._shapes.items()}
 
-    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
+    def submit(
+        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
+    ) -> None:
         count = len(record.patch_ids)
         bands = {name: array[:count] for name, array in buffers.items()}
+        # The workers may not see this machine's staging files: the chunks travel as bytes.
+        carried = {name: chunks.loaded() for name, chunks in staged.items()}
         # A batch is ~41 MB and is meant to travel with its task (see the module docstring).
         with dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"}):
             future: Future = self._client.submit(
@@ -100,6 +105,7 @@ class DaskWriter:
                 start,
                 bands,
                 record,
+                carried,
                 key=f"{TASK_PREFIX}{record.index:07d}-{self._run}",
                 retries=RETRIES,
                 pure=False,

@@ -83,12 +83,21 @@ class ShardEncoder:
         if block.shape[0] > self.length:
             raise ValueError(f"{block.shape[0]} samples do not fit a shard of {self.length}")
         block = np.ascontiguousarray(block, dtype=self.dtype)
-        parts = []
+        return self.assemble([self.blosc.encode(block[i]) for i in range(block.shape[0])])
+
+    def encode_chunk(self, sample: np.ndarray) -> bytes:
+        """One sample's inner chunk, exactly as :meth:`encode_into` stores it in a shard."""
+        encoded: bytes = self.blosc.encode(np.ascontiguousarray(sample, dtype=self.dtype))
+        return encoded
+
+    def assemble(self, parts: list[bytes]) -> memoryview:
+        """A shard from its samples' encoded inner chunks (:meth:`encode_chunk`), in this thread's
+        scratch buffer: the chunks back to back, then the index and its CRC32C."""
+        if len(parts) > self.length:
+            raise ValueError(f"{len(parts)} samples do not fit a shard of {self.length}")
         index = np.full((self.length, 2), _ABSENT, dtype="<u8")
         offset = 0
-        for i in range(block.shape[0]):
-            encoded = self.blosc.encode(block[i])
-            parts.append(encoded)
+        for i, encoded in enumerate(parts):
             index[i] = (offset, len(encoded))
             offset += len(encoded)
         table = index.tobytes()
@@ -123,7 +132,20 @@ def write_block(array: zarr.Array[Any], start: int, block: np.ndarray) -> None:
     if encoder is None:
         array[start : start + block.shape[0]] = block
         return
-    key = array.metadata.encode_chunk_key((start // encoder.length, *([0] * (block.ndim - 1))))
+    _put(array, encoder, start, encoder.encode_into(block))
+
+
+def write_chunks(array: zarr.Array[Any], start: int, parts: list[bytes]) -> None:
+    """Write the shard that starts at sample ``start`` from its samples' encoded inner chunks
+    (:meth:`ShardEncoder.encode_chunk` with this array's encoder)."""
+    encoder = ShardEncoder.for_array(array)
+    if encoder is None:  # pragma: no cover - staged chunks exist only for the store's layout
+        raise ValueError(f"{array.path}: not the store's shard layout")
+    _put(array, encoder, start, encoder.assemble(parts))
+
+
+def _put(array: zarr.Array[Any], encoder: ShardEncoder, start: int, data: memoryview) -> None:
+    key = array.metadata.encode_chunk_key((start // encoder.length, *([0] * (array.ndim - 1))))
     path = f"{array.path}/{key}" if array.path else key
-    encoded = np.frombuffer(encoder.encode_into(block), dtype=np.uint8)
+    encoded = np.frombuffer(data, dtype=np.uint8)
     sync(array.store.set(path, default_buffer_prototype().buffer.from_array_like(encoded)))

@@ -31,6 +31,7 @@ from ..nomenclature import BAND_GROUPS
 from . import zarrstore as store
 from .buffers import SPARE_BUFFERS, Buffers, shapes
 from .location import StoreLocation
+from .staging import Staged, Staging
 
 
 class ShardWriter(Protocol):
@@ -40,8 +41,11 @@ class ShardWriter(Protocol):
         """A free batch buffer (waits for one when all are in flight)."""
         ...
 
-    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
-        """Write the first ``len(record.patch_ids)`` samples of ``buffers`` at sample ``start``."""
+    def submit(
+        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
+    ) -> None:
+        """Write the first ``len(record.patch_ids)`` samples of ``buffers`` at sample ``start``,
+        and the partner arrays' shards from their ``staged`` chunks."""
         ...
 
     def close(self) -> None: ...
@@ -61,9 +65,12 @@ class InlineWriter:
     def buffers(self) -> Buffers:
         return self._buffers
 
-    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
+    def submit(
+        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
+    ) -> None:
         count = len(record.patch_ids)
-        store.write_shard(self._path, start, {k: v[:count] for k, v in buffers.items()}, record)
+        bands = {k: v[:count] for k, v in buffers.items()}
+        store.write_shard(self._path, start, bands, record, staged)
 
     def close(self) -> None:
         return None
@@ -101,10 +108,12 @@ class PoolWriter:
         self._taken[id(views[BAND_GROUPS[0].array_name])] = memory
         return views
 
-    def submit(self, buffers: Buffers, start: int, record: store.ShardRecord) -> None:
+    def submit(
+        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
+    ) -> None:
         memory = self._taken.pop(id(buffers[BAND_GROUPS[0].array_name]))
         future = self._pool.submit(
-            _write_from_shared, self._path, memory.name, self._shapes, start, record
+            _write_from_shared, self._path, memory.name, self._shapes, start, record, staged
         )
         self._in_flight.append((future, memory))
 
@@ -160,11 +169,13 @@ def _write_from_shared(
     shapes: dict[str, tuple[int, ...]],
     start: int,
     record: store.ShardRecord,
+    staged: Staged,
 ) -> int:
     count = len(record.patch_ids)
     views = _views(_buffer(_attach(name)), shapes)
     with _WRITING:
-        return store.write_shard(path, start, {k: v[:count] for k, v in views.items()}, record)
+        bands = {k: v[:count] for k, v in views.items()}
+        return store.write_shard(path, start, bands, record, staged)
 
 
 @dataclass
@@ -184,6 +195,8 @@ class ShardCutter:
     buffers: Buffers = field(default_factory=dict)
     patch_ids: list[str] = field(default_factory=list)
     scratch: Buffers = field(default_factory=dict)
+    partners: tuple[Staging, ...] = ()
+    """The staged partner arrays (S1, reference maps) written with each shard."""
 
     def slot(self, sample: int) -> Buffers:
         """Where the pixels of sample number ``sample`` go."""
@@ -200,6 +213,8 @@ class ShardCutter:
     def accept(self, sample: int, patch_id: str) -> None:
         """The patch decoded into ``slot(sample)`` is good: count it."""
         shard, position = divmod(sample, self.size)
+        for staging in self.partners:
+            staging.use(patch_id)
         if shard in self.done:
             check_resumed(self.path, self.done[shard], position, patch_id)
             return
@@ -210,7 +225,8 @@ class ShardCutter:
     def flush(self) -> None:
         if self.patch_ids:
             record = store.ShardRecord(self.start // self.size, tuple(self.patch_ids))
-            self.writer.submit(self.buffers, self.start, record)
+            staged = {p.array: p.chunks(record.patch_ids) for p in self.partners}
+            self.writer.submit(self.buffers, self.start, record, staged)
             self.start, self.patch_ids = -1, []
 
     def check_done(self, samples: int) -> None:

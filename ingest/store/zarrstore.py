@@ -27,7 +27,8 @@ from zarr.codecs import BloscCodec
 from .. import schemas
 from ..errors import StoreError, UsageError
 from .location import StoreLocation, Where
-from .shards import write_block
+from .shards import write_block, write_chunks
+from .staging import Staged
 
 #: Chunk length along ``sample`` of the small, unsharded arrays (contract: >= 65,536).
 LARGE_CHUNK = 65536
@@ -203,6 +204,11 @@ def _write_names(group: zarr.Group, dim: str, names: tuple[str, ...]) -> None:
     array[:] = np.array(names, dtype=object)
 
 
+def pixel_array(location: StoreLocation, name: str) -> zarr.Array[Any]:
+    """The per-pixel array ``name`` of the store, opened for writing (once per process)."""
+    return _band_array(location, name)
+
+
 @cache
 def _band_array(location: StoreLocation, name: str) -> zarr.Array[Any]:
     """Each worker process opens each per-pixel array once."""
@@ -220,7 +226,11 @@ class ShardRecord:
 
 
 def write_shard(
-    store_at: Where, start: int, bands: dict[str, np.ndarray], record: ShardRecord
+    store_at: Where,
+    start: int,
+    bands: dict[str, np.ndarray],
+    record: ShardRecord,
+    staged: Staged | None = None,
 ) -> int:
     """Write one batch at sample ``start``, then its journal entry.
 
@@ -229,7 +239,9 @@ def write_shard(
     float32, ``reference_map`` (k, 120, 120) uint16. ``start`` must be a shard boundary and k at
     most one shard, so that a batch is exactly one shard and no two writers ever touch the same
     shard. The journal entry is written after every shard file of the batch (each written whole
-    by an atomic rename), so an entry means a finished shard. Returns k.
+    by an atomic rename), so an entry means a finished shard. ``staged`` gives the partner
+    arrays' shards (``bands_s1``, ``reference_map``) as their samples' encoded chunks
+    (:mod:`ingest.store.staging`). Returns k.
     """
     location = StoreLocation.of(store_at)
     k = 0
@@ -247,6 +259,11 @@ def write_shard(
                 f"array holds {array.dtype} {array.shape[1:]}"
             )
         write_block(array, start, block)
+    for name, chunks in (staged or {}).items():
+        if len(chunks.sizes) != len(record.patch_ids):
+            raise StoreError(f"{location}/{name}: {len(chunks.sizes)} staged chunks for a shard "
+                             f"of {len(record.patch_ids)} samples")  # fmt: skip
+        write_chunks(_band_array(location, name), start, chunks.parts())
     journal = location.open_group(path=JOURNAL, mode="r+")
     journal.create_group(f"shard-{record.index:07d}", attributes=asdict(record), overwrite=True)
     return k

@@ -103,7 +103,7 @@ def test_the_cache_gives_the_tables_read_from_the_wheel(
 ) -> None:
     parsed = tables._parse_tables()
     first = _fresh(monkeypatch, tmp_path)
-    assert tables.cache_file() == tmp_path / f"tables-2-{version('bigearthnet-common')}.npz"
+    assert tables.cache_file() == tmp_path / f"tables-3-{version('bigearthnet-common')}.npz"
     assert tables.cache_file().is_file()
     written = tables.cache_file().stat().st_mtime_ns
     second = _fresh(monkeypatch, tmp_path)  # from the cache file

@@ -1,0 +1,109 @@
+"""Partner archives: Sentinel-1 and the reference maps, each patch paired with its S2 patch.
+
+- v1 S1 (``BigEarthNet-S1-v1.0.tar.gz``): ``BigEarthNet-S1-v1.0/<s1>/<s1>_VV.tif, _VH.tif,
+  _labels_metadata.json``; the pair is the JSON's ``corresponding_s2_patch``, and the official
+  S1–S2 table of ``bigearthnet-common`` must agree with it.
+- v2 S1 (``BigEarthNet-S1.tar.zst``): ``BigEarthNet-S1/<first 5 fields>/<s1>/<s1>_VH.tif, _VV.tif``
+  without JSON; the pair is the metadata row whose ``s1_name`` is the patch's name.
+- v2 reference maps (``Reference_Maps.tar.zst``): ``Reference_Maps/<tile>/<patch_id>/
+  <patch_id>_reference_map.tif``, named after their S2 patch; a map must lie on its patch's 10 m
+  grid.
+
+Pairing always comes from the official sources, never from rewriting names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..archive.members import ArchiveItem
+from ..decode.partners import Georef, decode_reference_map, decode_s1
+from ..errors import InputDataError
+from ..sources.inputs import InputSpec
+from .rules import LABELS_FILE, PatchFolderRule
+from .tables import official_s1
+
+S1_V1_TOP: Final = "BigEarthNet-S1-v1.0"
+S1_V2_TOP: Final = "BigEarthNet-S1"
+MAPS_TOP: Final = "Reference_Maps"
+
+
+@dataclass(frozen=True)
+class Partner:
+    """One partner modality of a run: where it comes from and how a patch finds its S2 patch."""
+
+    role: str
+    """``s1`` or ``reference_maps`` (the store's ``sources`` role)."""
+    array: str
+    """``bands_s1`` or ``reference_map``."""
+    label: str
+    """For messages: ``Sentinel-1 patch`` or ``reference map``."""
+    spec: InputSpec
+    rule: PatchFolderRule
+    pair: Callable[[ArchiveItem], str | None]
+    """The item's S2 patch id, None when no S2 patch is paired with it; InputDataError when the
+    item's own pairing is wrong."""
+    decode: Callable[[ArchiveItem, np.ndarray], Georef]
+    shape: tuple[int, ...]
+    dtype: str
+    same_grid: bool
+    """The partner must have its S2 patch's georeferencing (reference maps)."""
+
+
+def s1_v1(spec: InputSpec) -> Partner:
+    """Zenodo v1.0 Sentinel-1: paired by the JSON's ``corresponding_s2_patch``."""
+
+    def pair(item: ArchiveItem) -> str | None:
+        data = item.files.get(LABELS_FILE)
+        member = item.member(LABELS_FILE)
+        if data is None:
+            raise InputDataError(item.folder, f"S1 patch folder has no {item.prefix}{LABELS_FILE}")
+        try:
+            document = json.loads(data)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InputDataError(member, f"invalid JSON: {exc}") from None
+        s2 = document.get("corresponding_s2_patch") if isinstance(document, dict) else None
+        if not isinstance(s2, str) or not s2:
+            raise InputDataError(member, "no corresponding_s2_patch")
+        (official,) = official_s1([s2])
+        if official and official != item.item_id:
+            raise InputDataError(
+                member,
+                f"pairs {item.item_id} with {s2}, but the official S1-S2 table pairs {s2} with "
+                f"{official}",
+            )
+        return s2
+
+    return Partner("s1", "bands_s1", "Sentinel-1 patch", spec, PatchFolderRule(S1_V1_TOP), pair,
+                   decode_s1, (2, 120, 120), "float32", same_grid=False)  # fmt: skip
+
+
+def s1_v2(spec: InputSpec, s1_names: pa.ChunkedArray, patch_ids: pa.ChunkedArray) -> Partner:
+    """reBEN Sentinel-1: paired through the metadata's ``s1_name`` column."""
+    order = pc.sort_indices(s1_names).to_numpy()
+    names = np.asarray(s1_names.to_numpy(zero_copy_only=False)[order], dtype="S")
+    s2_ids = patch_ids.take(pa.array(order))
+
+    def pair(item: ArchiveItem) -> str | None:
+        wanted = item.item_id.encode()
+        at = int(np.searchsorted(names, wanted))
+        if at < len(names) and names[at] == wanted:
+            return str(s2_ids[at].as_py())
+        return None
+
+    return Partner("s1", "bands_s1", "Sentinel-1 patch", spec, PatchFolderRule(S1_V2_TOP, 1),
+                   pair, decode_s1, (2, 120, 120), "float32", same_grid=False)  # fmt: skip
+
+
+def reference_maps(spec: InputSpec) -> Partner:
+    """reBEN reference maps: named after their S2 patch."""
+    return Partner("reference_maps", "reference_map", "reference map", spec,
+                   PatchFolderRule(MAPS_TOP, 1), lambda item: item.item_id,
+                   decode_reference_map, (120, 120), "uint16", same_grid=True)  # fmt: skip

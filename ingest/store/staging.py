@@ -1,0 +1,145 @@
+"""Staging: Sentinel-1 patches and reference maps held, compressed, until their S2 sample's shard is
+written — how the partner modalities end up aligned sample for sample without holding an archive
+in memory.
+
+The partner archives arrive in their own order (S1 names sort differently from S2 ids; the real v1
+archives guarantee no order at all), yet ``bands_s1[i]`` must be the partner of ``bands_10m[i]``
+and be written in whole shards. So each partner archive is read *before* the S2 archive: every
+patch is decoded, checked and encoded at once with the store's own inner-chunk codec (the bytes
+zarr would write for that chunk), appended to one local file, and indexed by its S2 patch id. When
+the S2 pass then writes a shard, the writer gathers that shard's partner chunks from the file by
+byte range and writes them, prefixed to nothing and followed by the shard index, as the partner
+array's shard: no second decode, no recompression (:func:`ingest.store.shards.assemble`).
+
+What this costs: disk for the compressed partners (≈ the size they will have in the store) in
+``$INGEST_STAGING_DIR`` (default the system temporary folder), deleted when the run ends; in
+memory an index of a few numbers per staged patch. A resumed run stages again (the staging file is
+never trusted across runs); the shards the journal lists stay as they are.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from ..errors import InputDataError
+from .shards import ShardEncoder
+
+STAGING_DIR_ENV = "INGEST_STAGING_DIR"
+
+
+@dataclass(frozen=True)
+class StagedChunks:
+    """The encoded inner chunks of one shard of a partner array: byte ranges of a staging file,
+    or the bytes themselves (when the writer cannot see the file, e.g. on a dask cluster)."""
+
+    path: str
+    offsets: tuple[int, ...]
+    sizes: tuple[int, ...]
+    data: tuple[bytes, ...] | None = None
+
+    def parts(self) -> list[bytes]:
+        if self.data is not None:
+            return list(self.data)
+        with open(self.path, "rb") as handle:
+            fd = handle.fileno()
+            return [os.pread(fd, n, at) for at, n in zip(self.offsets, self.sizes, strict=True)]
+
+    def loaded(self) -> StagedChunks:
+        """The same chunks carried as bytes."""
+        return StagedChunks(self.path, self.offsets, self.sizes, tuple(self.parts()))
+
+
+Staged = dict[str, StagedChunks]
+"""Partner array name → its chunks for one shard."""
+
+
+@dataclass
+class Staging:
+    """One partner array's staging file and index (S2 patch id → chunk, partner name, corner)."""
+
+    array: str
+    """``bands_s1`` or ``reference_map``."""
+    encoder: ShardEncoder
+    path: Path
+    slots: dict[str, int] = field(default_factory=dict)
+    names: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)
+    georef: list[tuple[int, float, float]] = field(default_factory=list)
+    used: bytearray = field(default_factory=bytearray)
+    _end: int = 0
+    _handle: Any = None
+
+    @classmethod
+    def create(cls, array: zarr.Array[Any], directory: Path) -> Staging:
+        encoder = ShardEncoder.for_array(array)
+        if encoder is None:  # pragma: no cover - the store's own arrays always have the layout
+            raise ValueError(f"{array.path}: not the store's shard layout")
+        path = directory / f"{array.path}.chunks"
+        staging = cls(array.path, encoder, path)
+        staging._handle = path.open("wb")
+        return staging
+
+    def add(
+        self, s2_id: str, name: str, pixels: np.ndarray, georef: tuple[int, float, float],
+        member: str,
+    ) -> None:  # fmt: skip
+        """Stage the partner ``name`` of S2 patch ``s2_id``; a second partner is an error."""
+        if s2_id in self.slots:
+            first = self.names[self.slots[s2_id]]
+            raise InputDataError(member, f"a second partner of {s2_id} (the first was {first})")
+        data = self.encoder.encode_chunk(pixels)
+        self._handle.write(data)
+        self.slots[s2_id] = len(self.names)
+        self.names.append(name)
+        self.offsets.append(self._end)
+        self.sizes.append(len(data))
+        self.georef.append(georef)
+        self.used.append(0)
+        self._end += len(data)
+
+    def close_file(self) -> None:
+        """All partners are staged: flush the file for the writers to read."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __contains__(self, s2_id: str) -> bool:
+        return s2_id in self.slots
+
+    def name_of(self, s2_id: str) -> str:
+        return self.names[self.slots[s2_id]]
+
+    def georef_of(self, s2_id: str) -> tuple[int, float, float]:
+        return self.georef[self.slots[s2_id]]
+
+    def use(self, s2_id: str) -> None:
+        """The partner of ``s2_id`` belongs to a sample of the store."""
+        self.used[self.slots[s2_id]] = 1
+
+    def chunks(self, patch_ids: tuple[str, ...]) -> StagedChunks:
+        """The chunks of one shard's samples, in sample order (each must be staged)."""
+        slots = [self.slots[p] for p in patch_ids]
+        return StagedChunks(
+            str(self.path),
+            tuple(self.offsets[s] for s in slots),
+            tuple(self.sizes[s] for s in slots),
+        )
+
+    def unused(self) -> list[tuple[str, str]]:
+        """(S2 id, partner name) of the staged partners no shard took, in staging order."""
+        by_slot = {slot: s2 for s2, slot in self.slots.items()}
+        return [(by_slot[i], self.names[i]) for i, u in enumerate(self.used) if not u]
+
+
+def staging_directory() -> Path:
+    """A fresh folder for one run's staging files (``$INGEST_STAGING_DIR`` or the system's)."""
+    parent = os.environ.get(STAGING_DIR_ENV) or None
+    return Path(tempfile.mkdtemp(prefix="ingest-staging-", dir=parent))
