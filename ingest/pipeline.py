@@ -222,7 +222,7 @@ def run(
         partners={
             p.role: _partner_report(p, staging, counts, index)
             for p, staging, counts in state.staged
-        },  # fmt: skip
+        },
         source_read_to_end=read_to_end,
         store_bytes=0,
         elapsed=0.0,
