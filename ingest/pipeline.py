@@ -197,7 +197,7 @@ def run(
     if config.labels_only:
         table, read_to_end = _table(layout, index, index.selected_rows()[:capacity]), True
     else:
-        directory = staging_directory()
+        directory = staging_directory(str(location))
         try:
             for partner in partners:
                 state.staged.append((partner, *stage(

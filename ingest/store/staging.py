@@ -19,7 +19,9 @@ never trusted across runs); the shards the journal lists stay as they are.
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,7 +141,14 @@ class Staging:
         return [(by_slot[i], self.names[i]) for i, u in enumerate(self.used) if not u]
 
 
-def staging_directory() -> Path:
-    """A fresh folder for one run's staging files (``$INGEST_STAGING_DIR`` or the system's)."""
-    parent = os.environ.get(STAGING_DIR_ENV) or None
-    return Path(tempfile.mkdtemp(prefix="ingest-staging-", dir=parent))
+def staging_directory(store_url: str) -> Path:
+    """An empty folder for the staging files of the run writing ``store_url``, in
+    ``$INGEST_STAGING_DIR`` (default: the system's temporary folder). Named after the store, so
+    that a run killed before it could remove its folder leaves it to the next run (``--resume``)
+    of the same store, which empties it first."""
+    parent = Path(os.environ.get(STAGING_DIR_ENV) or tempfile.gettempdir())
+    digest = hashlib.sha256(store_url.encode()).hexdigest()[:16]
+    folder = parent / f"ingest-staging-{digest}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder

@@ -266,11 +266,13 @@ def test_resume_refuses_another_via_and_finishes_an_items_store(
         monkeypatch.setenv("MLHUB_ROOT_URL", emulator.root_url)
         real_write, written = store.write_shard, []
 
-        def crash_after_two(path: str, start: int, bands: Any, record: store.ShardRecord) -> int:
+        def crash_after_two(
+            path: str, start: int, bands: Any, record: store.ShardRecord, *rest: Any
+        ) -> int:
             if len(written) == 2:
                 raise OSError("disk on fire")
             written.append(start)
-            return real_write(path, start, bands, record)
+            return real_write(path, start, bands, record, *rest)
 
         monkeypatch.setattr(store, "write_shard", crash_after_two)
         with pytest.raises(OSError, match="disk on fire"):

@@ -55,11 +55,13 @@ def test_crash_then_resume(
     real_write = store.write_shard
     written: list[int] = []
 
-    def crash_after_three(path: str, start: int, bands: Any, record: store.ShardRecord) -> int:
+    def crash_after_three(
+        path: str, start: int, bands: Any, record: store.ShardRecord, *rest: Any
+    ) -> int:
         if len(written) == 3:
             raise OSError("disk on fire")
         written.append(start)
-        return real_write(path, start, bands, record)
+        return real_write(path, start, bands, record, *rest)
 
     monkeypatch.setattr(store, "write_shard", crash_after_three)
     with pytest.raises(OSError, match="disk on fire"):
