@@ -294,10 +294,11 @@ class BenAccessor:
         The common dual-polarisation composite R = VV, G = VH, B = VV/VH (the ratio in linear
         power, i.e. VV − VH in dB), each stretched linearly over a fixed dB range and clipped:
         VV [−25, 0] dB, VH [−30, −5] dB, VV − VH [0, 15] dB (:data:`S1_STRETCH`). Fixed, like
-        :meth:`rgb`, so that patches compare side by side: calm water is dark, vegetation
-        (volume scattering, strong VH, small ratio) green-grey, fields and bare soil (weak VH,
-        large ratio) purple-blue, built-up areas (double bounce, strong VV) bright. NaN pixels are
-        black. Raises :class:`~ingest.errors.UsageError` on a store without Sentinel-1.
+        :meth:`rgb`, so that patches compare side by side: calm water is dark (blue-black),
+        forest (volume scattering: strong VH, small ratio) yellow-green, smooth fields and bare
+        soil (weak VH, large ratio) purple, built-up areas (double bounce: strong VV) bright;
+        speckle is shown as stored, unfiltered. NaN pixels are black. Raises
+        :class:`~ingest.errors.UsageError` on a store without Sentinel-1.
         """
         self._require("bands_s1")
         pixels = np.asarray(self._ds["bands_s1"].isel(sample=i).values, dtype=np.float32)
