@@ -25,13 +25,19 @@ from ..store.location import StoreLocation
 from .epochs import Epoch, StoreSource
 from .samples import SampleStore, Scratch, Take
 
-__all__ = ["SPLITS", "Batch", "BenAccessor", "selection_mask"]
+__all__ = ["S1_STRETCH", "SPLITS", "Batch", "BenAccessor", "selection_mask"]
 
 #: The official split names (the wheel's ``val.csv`` is ``validation`` here, as in reBEN).
 SPLITS = ("train", "validation", "test")
 _GROUPS: dict[str, BandGroup] = {g.resolution: g for g in BAND_GROUPS}
 #: The true-colour bands, red, green, blue.
 _RGB = ("B04", "B03", "B02")
+#: The fixed dB ranges of :meth:`BenAccessor.s1_rgb`'s red, green and blue.
+S1_STRETCH: dict[str, tuple[float, float]] = {
+    "VV": (-25.0, 0.0),
+    "VH": (-30.0, -5.0),
+    "VV-VH": (0.0, 15.0),
+}
 
 
 @dataclass(frozen=True)
@@ -209,35 +215,60 @@ class BenAccessor:
     def patch(self, i: int, resolution: str = "10m") -> xr.DataArray:
         """Sample ``i`` at one resolution as a (band, y, x) DataArray, georeferenced.
 
+        ``resolution`` is ``"10m"``, ``"20m"`` or ``"60m"`` for the Sentinel-2 bands (uint16), or
+        ``"s1"`` for the Sentinel-1 backscatter (band = ``VV``, ``VH``; float32 dB exactly as
+        stored; named by the S1 patch), which lies on the patch's 10 m grid: its y, x, CRS and
+        transform are those of ``patch(i, "10m")``.
+
         x and y are pixel centres in the patch's UTM CRS (x = x_ul + (col + 0.5)·gsd,
         y = y_ul − (row + 0.5)·gsd); the CRS (``EPSG:<epsg>``) and the affine transform are
         written through rioxarray, so ``.rio.to_raster(path)`` writes a GeoTIFF with the original
-        band files' pixels, CRS and transform. Reads one inner chunk.
+        band files' pixels, CRS and transform. Reads one inner chunk. Raises
+        :class:`~ingest.errors.UsageError` for ``"s1"`` on a store without Sentinel-1.
         """
-        from affine import Affine
+        ds = self._ds
+        if resolution == "s1":
+            self._require("bands_s1")
+            sample = ds.isel(sample=i)
+            name = "s1_patch_id" if "s1_patch_id" in ds.variables else "patch_id"
+            bands = [str(b) for b in ds["band_s1"].values] if "band_s1" in ds.variables else None
+            return _georeferenced(sample, "bands_s1", _GROUPS["10m"], bands, name)
+        group = self._group(resolution)
+        bands = [str(b) for b in ds[f"band_{group.resolution}"].values]
+        return _georeferenced(ds.isel(sample=i), group.array_name, group, bands, "patch_id")
+
+    def reference_map(self, i: int) -> xr.DataArray:
+        """The reference map of sample ``i``: a (y, x) DataArray of CORINE Land Cover 2018
+        Level-3 codes (uint16, e.g. 311 = broad-leaved forest; 0 = no data), georeferenced on the
+        patch's 10 m grid exactly like ``patch(i, "10m")`` and with nodata 0, so
+        ``.rio.to_raster(path)`` writes the original ``_reference_map.tif``'s pixels, CRS,
+        transform and nodata. Reads one inner chunk. Raises :class:`~ingest.errors.UsageError`
+        on a store without reference maps.
+        """
         from rioxarray.raster_array import RasterArray
 
-        group = self._group(resolution)
-        ds = self._ds
-        sample = ds.isel(sample=i)
-        pixels = np.asarray(sample[group.array_name].values)
-        epsg = int(sample["epsg"].values)
-        x_ul, y_ul = float(sample["x_ul"].values), float(sample["y_ul"].values)
-        centres = np.arange(group.size) + 0.5
-        patch = xr.DataArray(
-            pixels,
-            dims=("band", "y", "x"),
-            coords={
-                "band": [str(b) for b in ds[f"band_{group.resolution}"].values],
-                "y": y_ul - centres * group.gsd,
-                "x": x_ul + centres * group.gsd,
-            },
-            name=str(sample["patch_id"].values) if "patch_id" in ds.variables else None,
+        self._require("reference_map")
+        codes = _georeferenced(
+            self._ds.isel(sample=i), "reference_map", _GROUPS["10m"], None, "patch_id"
         )
-        raster = RasterArray(patch)
-        raster.write_crs(f"EPSG:{epsg}", inplace=True)
-        raster.write_transform(Affine(group.gsd, 0.0, x_ul, 0.0, -group.gsd, y_ul), inplace=True)
-        return patch
+        RasterArray(codes).write_nodata(0, encoded=False, inplace=True)
+        return codes
+
+    def _require(self, name: str) -> None:
+        """A one-line :class:`~ingest.errors.UsageError` when the store lacks the optional
+        per-pixel array ``name``."""
+        if name in self._ds.variables:
+            return
+        dataset = self._ds.attrs.get("dataset") or "this store"
+        if name == "bands_s1":
+            raise UsageError(
+                f"the store ({dataset}) has no Sentinel-1 (bands_s1): "
+                "it was written without --s1-archive"
+            )
+        raise UsageError(
+            f"the store ({dataset}) has no reference maps (reference_map): they exist in "
+            "bigearthnet-v2 (reBEN) only and are written with --reference-maps"
+        )
 
     def rgb(self, i: int, low: float = 0.0, high: float = 2750.0) -> np.ndarray:
         """Sample ``i`` as an 8-bit true-colour image, (120, 120, 3) uint8, RGB = B04, B03, B02.
@@ -255,6 +286,29 @@ class BenAccessor:
         pixels = np.asarray(bands.sel(band_10m=list(_RGB)).values, dtype=np.float32)
         scaled = np.clip((pixels - low) / (high - low), 0.0, 1.0) * 255.0
         image: np.ndarray = np.rint(scaled).astype(np.uint8).transpose(1, 2, 0)
+        return image
+
+    def s1_rgb(self, i: int) -> np.ndarray:
+        """Sample ``i``'s Sentinel-1 as an 8-bit false-colour image, (120, 120, 3) uint8.
+
+        The common dual-polarisation composite R = VV, G = VH, B = VV/VH (the ratio in linear
+        power, i.e. VV − VH in dB), each stretched linearly over a fixed dB range and clipped:
+        VV [−25, 0] dB, VH [−30, −5] dB, VV − VH [0, 15] dB (:data:`S1_STRETCH`). Fixed, like
+        :meth:`rgb`, so that patches compare side by side: calm water is dark (blue-black),
+        forest (volume scattering: strong VH, small ratio) yellow-green, smooth fields and bare
+        soil (weak VH, large ratio) purple, built-up areas (double bounce: strong VV) bright;
+        speckle is shown as stored, unfiltered. NaN pixels are black. Raises
+        :class:`~ingest.errors.UsageError` on a store without Sentinel-1.
+        """
+        self._require("bands_s1")
+        pixels = np.asarray(self._ds["bands_s1"].isel(sample=i).values, dtype=np.float32)
+        names = [str(b) for b in self._ds["band_s1"].values] if "band_s1" in self._ds else []
+        vv, vh = (pixels[names.index(b)] for b in ("VV", "VH")) if names else (pixels[0], pixels[1])
+        channels = []
+        for values, (low, high) in zip((vv, vh, vv - vh), S1_STRETCH.values(), strict=True):
+            scaled = np.clip((values - low) / (high - low), 0.0, 1.0)
+            channels.append(np.nan_to_num(scaled, nan=0.0) * 255.0)
+        image: np.ndarray = np.rint(np.stack(channels, axis=-1)).astype(np.uint8)
         return image
 
     def _group(self, resolution: str) -> BandGroup:
@@ -302,6 +356,41 @@ class BenAccessor:
         epoch = Epoch(source, blocks, batch_size, shuffle=shuffle, seed=seed, window=window,
                       drop_last=drop_last)  # fmt: skip
         return (Batch({n: b[n] for n in names}, b["labels"], b["index"]) for b in epoch)
+
+
+def _georeferenced(
+    sample: xr.Dataset, array: str, grid: BandGroup, bands: list[str] | None, name: str
+) -> xr.DataArray:
+    """``sample[array]`` (one sample: (band, y, x) with ``bands`` names, or (y, x) without) with
+    pixel-centre y/x coordinates on ``grid``, the CRS ``EPSG:<epsg>`` and the affine transform
+    of the upper-left corner, named by the coordinate ``name`` when there is one."""
+    from affine import Affine
+    from rioxarray.raster_array import RasterArray
+
+    pixels = np.asarray(sample[array].values)
+    epsg = int(sample["epsg"].values)
+    x_ul, y_ul = float(sample["x_ul"].values), float(sample["y_ul"].values)
+    centres = np.arange(grid.size) + 0.5
+    coords: dict[str, Any] = {
+        "y": y_ul - centres * grid.gsd,
+        "x": x_ul + centres * grid.gsd,
+    }
+    dims: tuple[str, ...] = ("y", "x")
+    if bands is not None:
+        coords = {"band": bands, **coords}
+        dims = ("band", *dims)
+    elif pixels.ndim == 3:
+        dims = ("band", *dims)
+    patch = xr.DataArray(
+        pixels,
+        dims=dims,
+        coords=coords,
+        name=str(sample[name].values) if name in sample.variables else None,
+    )
+    raster = RasterArray(patch)
+    raster.write_crs(f"EPSG:{epsg}", inplace=True)
+    raster.write_transform(Affine(grid.gsd, 0.0, x_ul, 0.0, -grid.gsd, y_ul), inplace=True)
+    return patch
 
 
 #: The attribute of a band variable's dask array naming the store rows it holds (see

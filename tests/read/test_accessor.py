@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,14 @@ import rasterio
 import xarray as xr
 import zarr
 
+from ingest.config import RunConfig
+from ingest.errors import UsageError
 from ingest.layouts.mlhub import as_flag
 from ingest.nomenclature import BAND_GROUPS, CLASS_43_TO_19, CLASSES_19, CLASSES_43
+from ingest.pipeline import run
+from ingest.read.accessor import S1_STRETCH
 from ingest.read.reading import open_store
+from ingest.testing.releases import ReleaseSample, write_release_sample
 from ingest.testing.samples import SampleArchives
 from tests.conftest import WrittenStore, item_documents
 from tests.read.test_reading import counting
@@ -403,3 +409,137 @@ def test_batches_of_a_v2_store_carry_19_class_labels(v2_store: WrittenStore) -> 
         assert batch.labels.shape == (len(batch), 19)
         assert np.array_equal(batch.labels, v2_store.table.labels19[batch.index])
         assert np.array_equal(batch.bands["bands_10m"], v2_store.pixels["bands_10m"][batch.index])
+
+
+# --- Sentinel-1 and reference maps of a real reBEN sample ---------------------------------------
+
+
+@dataclass(frozen=True)
+class RealV2:
+    """A reBEN v2 store ingested from the real release sample with S1 and reference maps."""
+
+    path: Path
+    sample: ReleaseSample
+
+
+@pytest.fixture(scope="module")
+def real_v2(tmp_path_factory: pytest.TempPathFactory) -> RealV2:
+    sample = write_release_sample(
+        tmp_path_factory.mktemp("reben"), layout="reben-v2", real=True, s1=True,
+        reference_maps=True,
+    )  # fmt: skip
+    path = tmp_path_factory.mktemp("store") / "reben.zarr"
+    run(
+        RunConfig(
+            store=path,
+            source_archive=tuple(map(str, sample.s2)),
+            metadata=tuple(map(str, sample.metadata)),
+            s1_archive=tuple(map(str, sample.s1)),
+            reference_maps=tuple(map(str, sample.reference_maps)),
+            workers=0,
+        )
+    )
+    return RealV2(path, sample)
+
+
+def originals(sample: ReleaseSample, pattern: str) -> dict[str, Path]:
+    """Original files of the real sample matching ``pattern``, by their folder (= patch) name."""
+    assert sample.originals is not None
+    return {f.parent.name: f for f in sorted(sample.originals.glob(pattern))}
+
+
+@RIOXARRAY_AFFINE
+def test_s1_patch_round_trips_the_original_s1_files(real_v2: RealV2, tmp_path: Path) -> None:
+    ds = open_store(real_v2.path)
+    vv_files = originals(real_v2.sample, "BigEarthNet-S1/*/*/*_VV.tif")
+    assert len(vv_files) >= 5  # most of the sample's S1 patches are real ones
+    compared = 0
+    for i, s1_id in enumerate(ds["s1_patch_id"].values.tolist()):
+        patch = ds.ben.patch(i, "s1")
+        ten = ds.ben.patch(i, "10m")
+        assert patch.dims == ("band", "y", "x") and patch.dtype == np.float32
+        assert patch.name == s1_id and patch["band"].values.tolist() == ["VV", "VH"]
+        assert np.array_equal(patch["x"], ten["x"]) and np.array_equal(patch["y"], ten["y"])
+        assert patch.rio.crs == ten.rio.crs and patch.rio.transform() == ten.rio.transform()
+        assert np.array_equal(patch.values, ds["bands_s1"][i].values)  # as stored
+        if s1_id not in vv_files:
+            continue  # a synthetic S1 patch: no original to compare with
+        written = tmp_path / f"{s1_id}.tif"
+        patch.rio.to_raster(written)
+        with rasterio.open(written) as out:
+            assert out.count == 2 and out.dtypes == ("float32", "float32")
+            for k, band in enumerate(("VV", "VH"), start=1):
+                original = vv_files[s1_id].with_name(f"{s1_id}_{band}.tif")
+                with rasterio.open(original) as src:
+                    values = src.read(1)
+                    assert values.dtype == np.float32
+                    assert np.array_equal(patch.sel(band=band).values, values, equal_nan=True)
+                    assert np.array_equal(out.read(k), values, equal_nan=True), (s1_id, band)
+                    assert out.crs == src.crs and out.crs.to_epsg() == int(ds["epsg"][i])
+                    assert out.transform == src.transform == patch.rio.transform()
+                    assert (out.width, out.height) == (src.width, src.height)
+        compared += 1
+    assert compared == len(vv_files)
+
+
+@RIOXARRAY_AFFINE
+def test_reference_map_round_trips_the_original_map(real_v2: RealV2, tmp_path: Path) -> None:
+    ds = open_store(real_v2.path)
+    maps = originals(real_v2.sample, "Reference_Maps/*/*/*_reference_map.tif")
+    assert maps  # the sample has at least one real reference map
+    patch_ids = ds["patch_id"].values.tolist()
+    for i, patch_id in enumerate(patch_ids):
+        codes = ds.ben.reference_map(i)
+        ten = ds.ben.patch(i, "10m")
+        assert codes.dims == ("y", "x") and codes.dtype == np.uint16 and codes.name == patch_id
+        assert np.array_equal(codes["x"], ten["x"]) and np.array_equal(codes["y"], ten["y"])
+        assert codes.rio.crs == ten.rio.crs and codes.rio.transform() == ten.rio.transform()
+        assert codes.rio.nodata == 0
+        assert np.array_equal(codes.values, ds["reference_map"][i].values)
+    for patch_id, original in maps.items():
+        codes = ds.ben.reference_map(patch_ids.index(patch_id))
+        written = tmp_path / f"{patch_id}.tif"
+        codes.rio.to_raster(written)
+        with rasterio.open(written) as out, rasterio.open(original) as src:
+            values = src.read(1)
+            assert np.array_equal(codes.values, values) and np.array_equal(out.read(1), values)
+            assert len(np.unique(values)) > 1  # a real map, several land-cover classes
+            assert out.dtypes == src.dtypes == ("uint16",) and out.nodata == src.nodata == 0
+            assert out.crs == src.crs and out.transform == src.transform
+            assert (out.width, out.height) == (src.width, src.height)
+
+
+def test_s1_rgb_is_the_documented_stretch(real_v2: RealV2) -> None:
+    ds = open_store(real_v2.path)
+    vv, vh = ds["bands_s1"][1].values.astype(np.float64)
+    expected = [
+        np.rint(np.clip((v - low) / (high - low), 0, 1) * 255)
+        for v, (low, high) in zip((vv, vh, vv - vh), S1_STRETCH.values(), strict=True)
+    ]
+    image = ds.ben.s1_rgb(1)
+    assert image.shape == (120, 120, 3) and image.dtype == np.uint8
+    assert np.abs(image.astype(int) - np.stack(expected, axis=-1)).max() <= 1  # float32 rounding
+    assert 20 < image.mean() < 235 and image.std() > 10  # neither blank nor saturated
+    assert np.array_equal(ds.ben.rgb(1), ds.ben.rgb(1))  # true colour still there
+
+
+@RIOXARRAY_AFFINE
+def test_s1_and_maps_are_usage_errors_on_stores_without_them(
+    real_store: Path, real_v2: RealV2
+) -> None:
+    ds = open_store(real_store)  # bigearthnet-v1 from MLHub: Sentinel-2 only
+    assert ds.ben.patch(0, "10m").shape == (4, 120, 120)
+    for call in (lambda: ds.ben.patch(0, "s1"), lambda: ds.ben.s1_rgb(0)):
+        with pytest.raises(UsageError, match=r"has no Sentinel-1 \(bands_s1\).*--s1-archive"):
+            call()
+    with pytest.raises(UsageError, match="has no reference maps") as caught:
+        ds.ben.reference_map(0)
+    assert "\n" not in str(caught.value) and "bigearthnet-v1" in str(caught.value)
+    s1_only = open_store(real_v2.path).drop_vars("reference_map")
+    assert s1_only.ben.patch(0, "s1").dtype == np.float32  # S1 alone is enough for S1
+    with pytest.raises(UsageError, match=r"\(bigearthnet-v2\) has no reference maps"):
+        s1_only.ben.reference_map(0)
+    maps_only = open_store(real_v2.path).drop_vars(["bands_s1", "s1_patch_id", "band_s1"])
+    assert maps_only.ben.reference_map(0).dtype == np.uint16
+    with pytest.raises(UsageError, match="has no Sentinel-1"):
+        maps_only.ben.patch(0, "s1")

@@ -16,11 +16,14 @@ from PIL import Image
 
 from ingest.cli import main
 from ingest.nomenclature import CLASSES_19, CLASSES_43
-from ingest.read.info import plot, render, summary
+from ingest.read.info import CLC_CLASSES, clc_legend, clc_rgb, plot, render, summary
+from ingest.read.reading import open_store
 from ingest.store import zarrstore as store_module
 from ingest.testing.samples import SampleArchives
 from tests.conftest import WrittenStore, ingest_local
-from tests.read.test_accessor import reference
+from tests.read.test_accessor import RealV2, real_v2, reference
+
+__all__ = ["real_v2"]  # the fixture, shared with test_accessor
 
 
 @pytest.fixture(scope="module")
@@ -197,5 +200,61 @@ def test_plot_of_a_v2_store_shows_the_19_class_frequencies(
     widths = [int(p.get_width()) for p in bars.patches]
     assert widths == v2_store.table.labels19.sum(axis=0).tolist()
     assert bars.get_title() == "class frequencies (10 patches, 19 classes)"
-    titles = [a.get_title() for a in figure.axes[1:]]
-    assert len(titles) == 10 and titles[0].startswith("Urban fabric")
+    # S1 and maps: 8 patches of three panels each (true colour, S1, map), then the map legend.
+    labels = [a.get_label() for a in figure.axes]
+    assert labels == ["classes", *["rgb", "s1", "reference_map"] * 8, "legend"]
+    titles = [a.get_title(loc="left") for a in figure.axes if a.get_label() == "rgb"]
+    assert len(titles) == 8 and titles[0].startswith("Urban fabric")
+    (legend,) = [a.get_legend() for a in figure.axes if a.get_label() == "legend"]
+    shown = {int(t.get_text().split()[0]) for t in legend.get_texts()}
+    assert shown == set(np.unique(v2_store.pixels["reference_map"][[0, 1, 3, 4, 5, 6, 8, 9]]))
+
+
+def test_clc_table_is_the_43_classes_in_canonical_order() -> None:
+    assert [name for name, _ in CLC_CLASSES.values()] == list(CLASSES_43)
+    assert list(CLC_CLASSES) == sorted(CLC_CLASSES) and 335 not in CLC_CLASSES  # no glaciers
+    assert CLC_CLASSES[111][1] == (230, 0, 77) and CLC_CLASSES[523][1] == (230, 242, 255)
+    assert len({rgb for _, rgb in CLC_CLASSES.values()}) == 43  # every class its own colour
+    assert clc_legend(0) == clc_legend(999) == ("no data", (255, 255, 255))
+    assert clc_legend(335)[0] == "CLC 335 (not a BigEarthNet class)"
+    codes = np.array([[0, 311], [512, 7]], dtype=np.uint16)
+    image = clc_rgb(codes)
+    assert image.shape == (2, 2, 3) and image.dtype == np.uint8
+    assert image.tolist() == [[[255, 255, 255], [128, 255, 0]], [[128, 242, 230], [128, 128, 128]]]
+
+
+def test_plot_of_the_real_reben_sample_with_s1_and_maps(real_v2: RealV2, tmp_path: Path) -> None:
+    figure = plot(real_v2.path, tmp_path / "reben.png")
+    assert png_size(tmp_path / "reben.png") == (1600, 900)
+    labels = [a.get_label() for a in figure.axes]
+    assert labels == ["classes", *["rgb", "s1", "reference_map"] * 8, "legend"]
+    ds = open_store(real_v2.path)
+    shown = [0, 1, 2, 3, 5, 6, 7, 8]  # 8 of 9, evenly spaced
+    s1_panels = [a for a in figure.axes if a.get_label() == "s1"]
+    map_panels = [a for a in figure.axes if a.get_label() == "reference_map"]
+    for k, i in enumerate(shown):
+        assert np.array_equal(s1_panels[k].get_images()[0].get_array(), ds.ben.s1_rgb(i))
+        codes = ds["reference_map"][i].values
+        assert np.array_equal(map_panels[k].get_images()[0].get_array(), clc_rgb(codes))
+    legend = figure.axes[-1].get_legend()
+    entries = [t.get_text() for t in legend.get_texts()]
+    codes = sorted(set(np.unique(ds["reference_map"][shown].values).tolist()))
+    assert [int(e.split()[0]) for e in entries] == codes
+    assert "311  Broad-leaved forest" in entries and "CORINE" in legend.get_title().get_text()
+    assert (
+        facts_modalities(real_v2.path) == "modalities:       Sentinel-2, Sentinel-1, reference maps"
+    )
+    with Image.open(tmp_path / "reben.png") as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 1000  # images, not blank panels
+
+
+def facts_modalities(store: Path) -> str:
+    (line,) = [x for x in render(summary(store)).splitlines() if x.startswith("modalities:")]
+    return line
+
+
+def test_plot_of_a_sentinel_2_store_is_the_plain_mosaic(real_store: Path, tmp_path: Path) -> None:
+    figure = plot(real_store, tmp_path / "s2.png")
+    assert [a.get_label() for a in figure.axes] == ["classes", *["rgb"] * 6]
+    assert facts_modalities(real_store) == "modalities:       Sentinel-2"
