@@ -294,3 +294,23 @@ def test_sigkill_during_a_phase_then_resume(
     assert done.returncode == 0, done.stderr
     assert check(path) == []
     assert store_differences(reference, path) == []
+
+
+def test_readers_yield_s1_and_maps(v2_store: Path) -> None:
+    import ingest
+
+    group = zarr.open_group(str(v2_store), mode="r")
+    ds = ingest.open_store(v2_store)
+    rows = [0, 2, 3, 7]
+    seen = []
+    for batch in ds.isel(sample=rows).ben.batches(3, shuffle=True, seed=1):
+        assert list(batch.bands) == ["bands_10m", "bands_20m", "bands_60m", "bands_s1",
+                                     "reference_map"]  # fmt: skip
+        for k, i in enumerate(batch.index.tolist()):
+            for name in ("bands_s1", "reference_map", "bands_10m"):
+                np.testing.assert_array_equal(batch.bands[name][k], group[name][rows[i]])
+            seen.append(rows[i])
+    assert sorted(seen) == rows
+    data = ingest.SampleDataset(v2_store)
+    np.testing.assert_array_equal(data[5]["bands_s1"], group["bands_s1"][5])
+    np.testing.assert_array_equal(data[5]["reference_map"], group["reference_map"][5])

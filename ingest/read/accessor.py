@@ -32,6 +32,8 @@ SPLITS = ("train", "validation", "test")
 _GROUPS: dict[str, BandGroup] = {g.resolution: g for g in BAND_GROUPS}
 #: The true-colour bands, red, green, blue.
 _RGB = ("B04", "B03", "B02")
+#: The per-pixel arrays beside the S2 bands, when the store has them.
+_PARTNER_ARRAYS = ("bands_s1", "reference_map")
 #: The fixed dB ranges of :meth:`BenAccessor.s1_rgb`'s red, green and blue.
 S1_STRETCH: dict[str, tuple[float, float]] = {
     "VV": (-25.0, 0.0),
@@ -328,7 +330,7 @@ class BenAccessor:
         shuffle: bool = True,
         seed: int = 0,
         window: int = 4,
-        resolution: str | Sequence[str] = ("10m", "20m", "60m"),
+        resolution: str | Sequence[str] | None = None,
         nineteen: bool = False,
         drop_last: bool = False,
     ) -> Iterator[Batch]:
@@ -343,11 +345,17 @@ class BenAccessor:
         (4 shards of 256: ≈ 165 MB each). Every sample comes exactly once per pass;
         deterministic for a ``seed``; ``shuffle=False`` keeps dataset order. The last batch is
         short unless ``drop_last``. Works on any Dataset with these arrays, dask-backed or not.
+        ``resolution`` picks S2 band arrays (``"10m"``, ...); by default every per-pixel array of
+        the store: the three S2 ones, and ``bands_s1`` and ``reference_map`` when present.
         """
         if batch_size < 1 or window < 1:
             raise ValueError(f"batch_size and window must be >= 1, got {batch_size}, {window}")
-        resolutions = (resolution,) if isinstance(resolution, str) else tuple(resolution)
-        names = [self._group(r).array_name for r in resolutions]
+        if resolution is None:
+            names = [g.array_name for g in BAND_GROUPS]
+            names += [n for n in _PARTNER_ARRAYS if n in self._ds.data_vars]
+        else:
+            resolutions = (resolution,) if isinstance(resolution, str) else tuple(resolution)
+            names = [self._group(r).array_name for r in resolutions]
         labels = self._label_table(nineteen)[0]  # (n, 19) on a bigearthnet-v2 store
         blocks = [np.arange(a, b) for a, b in _blocks(self._ds, names)]
         source: Any = _fast_source(self._ds, names, labels) or _DatasetSource(
