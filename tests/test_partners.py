@@ -314,3 +314,15 @@ def test_readers_yield_s1_and_maps(v2_store: Path) -> None:
     data = ingest.SampleDataset(v2_store)
     np.testing.assert_array_equal(data[5]["bands_s1"], group["bands_s1"][5])
     np.testing.assert_array_equal(data[5]["reference_map"], group["reference_map"][5])
+
+
+def test_a_cluster_writing_to_s3_gives_the_same_store(v2: ReleaseSample, v2_store: Path) -> None:
+    """The dask tasks carry the staged chunks as bytes (the workers need not see the staging
+    folder); the store on loopback S3 equals the local one."""
+    from ingest.testing.s3 import S3Server
+
+    with S3Server() as s3:
+        location = s3.location("partners.zarr")
+        ingest_release(v2, location, cluster="local:1", storage_options=location.storage_options)  # type: ignore[arg-type]
+        assert check(location) == []
+        assert store_differences(v2_store, location) == []
