@@ -23,6 +23,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from array import array as packed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,10 +72,13 @@ class Staging:
     encoder: ShardEncoder
     path: Path
     slots: dict[str, int] = field(default_factory=dict)
-    names: list[str] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    sizes: list[int] = field(default_factory=list)
-    georef: list[tuple[int, float, float]] = field(default_factory=list)
+    names: list[str | None] = field(default_factory=list)
+    """The partner's own name, None when it is its S2 patch id (reference maps)."""
+    offsets: packed[int] = field(default_factory=lambda: packed("Q"))
+    sizes: packed[int] = field(default_factory=lambda: packed("Q"))
+    epsg: packed[int] = field(default_factory=lambda: packed("i"))
+    corners: packed[float] = field(default_factory=lambda: packed("d"))
+    """x_ul, y_ul of each partner, interleaved."""
     used: bytearray = field(default_factory=bytearray)
     _end: int = 0
     _handle: Any = None
@@ -95,15 +99,16 @@ class Staging:
     ) -> None:  # fmt: skip
         """Stage the partner ``name`` of S2 patch ``s2_id``; a second partner is an error."""
         if s2_id in self.slots:
-            first = self.names[self.slots[s2_id]]
+            first = self.name_of(s2_id)
             raise InputDataError(member, f"a second partner of {s2_id} (the first was {first})")
         data = self.encoder.encode_chunk(pixels)
         self._handle.write(data)
         self.slots[s2_id] = len(self.names)
-        self.names.append(name)
+        self.names.append(None if name == s2_id else name)
         self.offsets.append(self._end)
         self.sizes.append(len(data))
-        self.georef.append(georef)
+        self.epsg.append(georef[0])
+        self.corners.extend(georef[1:])
         self.used.append(0)
         self._end += len(data)
 
@@ -117,10 +122,11 @@ class Staging:
         return s2_id in self.slots
 
     def name_of(self, s2_id: str) -> str:
-        return self.names[self.slots[s2_id]]
+        return self.names[self.slots[s2_id]] or s2_id
 
     def georef_of(self, s2_id: str) -> tuple[int, float, float]:
-        return self.georef[self.slots[s2_id]]
+        slot = self.slots[s2_id]
+        return self.epsg[slot], self.corners[2 * slot], self.corners[2 * slot + 1]
 
     def use(self, s2_id: str) -> None:
         """The partner of ``s2_id`` belongs to a sample of the store."""
@@ -138,7 +144,7 @@ class Staging:
     def unused(self) -> list[tuple[str, str]]:
         """(S2 id, partner name) of the staged partners no shard took, in staging order."""
         by_slot = {slot: s2 for s2, slot in self.slots.items()}
-        return [(by_slot[i], self.names[i]) for i, u in enumerate(self.used) if not u]
+        return [(by_slot[i], self.names[i] or by_slot[i]) for i, u in enumerate(self.used) if not u]
 
 
 def staging_directory(store_url: str) -> Path:
