@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import struct
 import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +61,9 @@ _ENTRY = {bo: struct.Struct(bo + "HHI4s") for bo in "<>"}
 _HEAD = {bo: struct.Struct(bo + "4xI") for bo in "<>"}
 _SHORT = {bo: struct.Struct(bo + "H") for bo in "<>"}
 _OFFSET = {bo: struct.Struct(bo + "I") for bo in "<>"}
-_PIXEL = {bo: np.dtype(bo + "u2") for bo in "<>"}
+#: The fast path's pixel kinds: uint16 (S2 bands) and float32 (Sentinel-1), either byte order.
+_KINDS = ("u2", "f4")
+_PIXEL = {(kind, bo): np.dtype(bo + kind) for kind in _KINDS for bo in "<>"}
 _NATIVE = "<" if sys.byteorder == "little" else ">"
 
 _CLASSIC = {b"II*\0": "<", b"MM\0*": ">"}
@@ -71,15 +74,16 @@ _GEO_TAGS = (33550, 33922, 34735)  # ModelPixelScale, ModelTiepoint, GeoKeyDirec
 # Compression, SamplesPerPixel, BitsPerSample, SampleFormat, PlanarConfiguration: the values the
 # fast path needs, and what an absent tag means (BitsPerSample's default, 1, is never right).
 _LAYOUT_TAGS = (259, 277, 258, 339, 284)
-_LAYOUT_VALUES = (1, 1, 16, 1, 1)
+_LAYOUT_VALUES = {"u2": (1, 1, 16, 1, 1), "f4": (1, 1, 32, 3, 1)}
 _LAYOUT_DEFAULTS = (1, 1, 1, 1, 1)
 # Those five entries exactly as every real file has them (SHORT, inline, zero-padded): then the
 # layout check is one tuple comparison instead of five decodes.
 _REAL_LAYOUT = {
-    bo: tuple(
+    (kind, bo): tuple(
         (tag, 3, 1, struct.pack(bo + "H2x", value))
-        for tag, value in zip(_LAYOUT_TAGS, _LAYOUT_VALUES, strict=True)
+        for tag, value in zip(_LAYOUT_TAGS, _LAYOUT_VALUES[kind], strict=True)
     )
+    for kind in _KINDS
     for bo in "<>"
 }
 _USER_DEFINED = 32767
@@ -101,9 +105,10 @@ def decode_geotiff(data: bytes | memoryview, name: str, dtype: npt.DTypeLike = n
             raise InputDataError(name, f"not a TIFF file ({len(buf) or 'no'} bytes)")
         magic = bytes(buf[:4])
         if magic in _CLASSIC:
-            if wanted == np.uint16:
+            kind = wanted.newbyteorder("<").str[1:]
+            if kind in _KINDS:
                 try:
-                    return _decode_fast(buf, _CLASSIC[magic], name)
+                    return _decode_fast(buf, _CLASSIC[magic], name, kind)
                 except _NotFast:
                     pass
         elif magic not in _BIGTIFF:
@@ -114,7 +119,7 @@ def decode_geotiff(data: bytes | memoryview, name: str, dtype: npt.DTypeLike = n
         raise InputDataError(name, f"malformed TIFF: {_one_line(exc)}") from exc
 
 
-def _decode_fast(buf: bytes | memoryview, bo: str, name: str) -> Raster:
+def _decode_fast(buf: bytes | memoryview, bo: str, name: str, kind: str = "u2") -> Raster:
     size = len(buf)
     (ifd,) = _HEAD[bo].unpack_from(buf)
     if ifd < 8 or ifd + 2 > size:
@@ -128,8 +133,15 @@ def _decode_fast(buf: bytes | memoryview, bo: str, name: str) -> Raster:
     if not tags.keys().isdisjoint(_TILE_TAGS):
         raise _NotFast
     layout = tuple(map(tags.get, _LAYOUT_TAGS))
-    if layout != _REAL_LAYOUT[bo] and not _is_plain_layout(buf, bo, layout, name):
-        raise _NotFast
+    deflated = False
+    if layout != _REAL_LAYOUT[kind, bo] and not _is_plain_layout(
+        buf, bo, layout, _LAYOUT_VALUES[kind], name
+    ):
+        deflated = kind == "u2" and _is_deflate_layout(
+            buf, bo, layout, _LAYOUT_VALUES[kind], tags, name
+        )
+        if not deflated:
+            raise _NotFast
     width = _scalar(bo, tags.get(256))
     height = _scalar(bo, tags.get(257))
     rows = _scalar(bo, tags.get(278)) or _WHOLE_IMAGE
@@ -137,21 +149,84 @@ def _decode_fast(buf: bytes | memoryview, bo: str, name: str) -> Raster:
     counts = _values(buf, bo, tags.get(279), name)
     if not width or not height or offsets is None or counts is None:
         raise _NotFast
-    pixels = _read_strips(buf, bo, (height, width), rows, offsets, counts, name)
+    if deflated:
+        predictor = _values(buf, bo, tags.get(317), name) == (2,)
+        pixels = _inflate_strips(buf, bo, (height, width), offsets, counts, name, predictor)
+    else:
+        pixels = _read_strips(buf, bo, (height, width), rows, offsets, counts, name, kind)
     geo = [_values(buf, bo, tags.get(tag), name) for tag in _GEO_TAGS]
     epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
     return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
 
 
 def _is_plain_layout(
-    buf: bytes | memoryview, bo: str, layout: tuple[_Entry | None, ...], name: str
+    buf: bytes | memoryview,
+    bo: str,
+    layout: tuple[_Entry | None, ...],
+    values: tuple[int, ...],
+    name: str,
 ) -> bool:
     """Layout tags that differ from the real files' entries but still mean the same layout."""
-    for entry, wanted, default in zip(layout, _LAYOUT_VALUES, _LAYOUT_DEFAULTS, strict=True):
+    for entry, wanted, default in zip(layout, values, _LAYOUT_DEFAULTS, strict=True):
         value = _values(buf, bo, entry, name)
         if value != (wanted,) and (value is not None or default != wanted):
             return False
     return True
+
+
+def _is_deflate_layout(
+    buf: bytes | memoryview,
+    bo: str,
+    layout: tuple[_Entry | None, ...],
+    values: tuple[int, ...],
+    tags: dict[int, _Entry],
+    name: str,
+) -> bool:
+    """The reference maps' layout: Deflate (8 or the old 32946), with no predictor or the
+    horizontal one (2), otherwise the plain layout."""
+    compression = _values(buf, bo, layout[0], name)
+    if compression not in ((8,), (32946,)):
+        return False
+    rest = (None, *layout[1:])
+    if not _is_plain_layout(buf, bo, rest, (1, *values[1:]), name):
+        return False
+    return _values(buf, bo, tags.get(317), name) in (None, (1,), (2,))
+
+
+def _inflate_strips(
+    buf: bytes | memoryview,
+    bo: str,
+    shape: tuple[int, int],
+    offsets: Sequence[int | float],
+    counts: Sequence[int | float],
+    name: str,
+    predictor: bool,
+) -> npt.NDArray[Any]:
+    """uint16 Deflate-compressed strips (zlib, as the reference maps are written), the
+    horizontal predictor undone (a running sum along each row, modulo 2**16). tifffile takes
+    ≈ 600 µs for a 120 × 120 map here."""
+    dtype = _PIXEL["u2", bo]
+    total = shape[0] * shape[1] * dtype.itemsize
+    if len(offsets) != len(counts):
+        raise InputDataError(name, f"malformed TIFF: {len(offsets)} strips, {len(counts)} sizes")
+    pieces = []
+    for at, n in zip(offsets, counts, strict=True):
+        if at + n > len(buf):
+            raise InputDataError(
+                name, f"truncated TIFF: a strip ends at byte {at + n} of {len(buf)}"
+            )
+        try:
+            pieces.append(zlib.decompress(buf[int(at) : int(at + n)]))
+        except zlib.error as exc:
+            raise InputDataError(name, f"corrupt Deflate strip: {exc}") from None
+    data = b"".join(pieces)
+    if len(data) != total:
+        raise InputDataError(name, f"malformed TIFF: {len(data)} bytes of pixels, {total} expected")
+    pixels = np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
+    if predictor:
+        pixels = np.cumsum(pixels, axis=1, dtype=pixels.dtype)
+    pixels.flags.writeable = False
+    return pixels
 
 
 def _values(
@@ -194,10 +269,13 @@ def _read_strips(
     offsets: Sequence[int | float],
     counts: Sequence[int | float],
     name: str,
-) -> npt.NDArray[np.uint16]:
+    kind: str = "u2",
+) -> npt.NDArray[Any]:
+    dtype = _PIXEL[kind, bo]
+    size = dtype.itemsize
     height, width = shape
-    step = min(rows, height) * width * 2
-    total = height * width * 2
+    step = min(rows, height) * width * size
+    total = height * width * size
     n_strips = -(-total // step)
     if len(offsets) < n_strips or len(counts) < n_strips:
         raise InputDataError(
@@ -214,18 +292,18 @@ def _read_strips(
         and counts[n_strips - 1] >= total - (n_strips - 1) * step
     ):
         _check_strips(len(buf), step, total, offsets[:n_strips], counts, name)
-    dtype = _PIXEL[bo]
     if contiguous:
         # Zero-copy: a view of the input, read-only when the input is bytes.
         pixels = np.ndarray(shape, dtype, buf, first)
     else:
-        flat = np.empty(total // 2, dtype)
+        flat = np.empty(total // size, dtype)
         for i in range(n_strips):
-            chunk = np.frombuffer(buf, dtype, min(step, total - i * step) // 2, int(offsets[i]))
-            flat[i * step // 2 : i * step // 2 + chunk.size] = chunk
+            n = min(step, total - i * step) // size
+            chunk = np.frombuffer(buf, dtype, n, int(offsets[i]))
+            flat[i * step // size : i * step // size + chunk.size] = chunk
         pixels = flat.reshape(shape)
     if bo != _NATIVE:
-        pixels = pixels.astype(np.uint16)  # byte-swapping copy into native order
+        pixels = pixels.astype(dtype.newbyteorder("="))  # byte-swapping copy into native order
     elif contiguous and not isinstance(buf, bytes):
         # A memoryview may be over a reused or closable buffer: the pixels must not alias it.
         pixels = pixels.copy()

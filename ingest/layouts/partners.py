@@ -21,7 +21,6 @@ from typing import Final
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..archive.members import ArchiveItem
 from ..decode.partners import Georef, decode_reference_map, decode_s1
@@ -87,15 +86,21 @@ def s1_v1(spec: InputSpec) -> Partner:
 
 def s1_v2(spec: InputSpec, s1_names: pa.ChunkedArray, patch_ids: pa.ChunkedArray) -> Partner:
     """reBEN Sentinel-1: paired through the metadata's ``s1_name`` column."""
-    order = pc.sort_indices(s1_names).to_numpy()
-    names = np.asarray(s1_names.to_numpy(zero_copy_only=False)[order], dtype="S")
-    s2_ids = patch_ids.take(pa.array(order))
+    # A sorted array of the names' hashes finds a name in ~2 µs; a searchsorted over the names
+    # themselves took ~175 µs (byte-string comparisons), a dict of 549,488 str ~100 MB.
+    names = pa.concat_arrays(s1_names.chunks) if s1_names.num_chunks else pa.array([], pa.string())
+    hashes = np.fromiter((hash(n) for n in names.to_pylist()), dtype=np.int64, count=len(names))
+    order = np.argsort(hashes, kind="stable")
+    hashes = hashes[order]
 
     def pair(item: ArchiveItem) -> str | None:
-        wanted = item.item_id.encode()
-        at = int(np.searchsorted(names, wanted))
-        if at < len(names) and names[at] == wanted:
-            return str(s2_ids[at].as_py())
+        wanted = hash(item.item_id)
+        at = int(np.searchsorted(hashes, wanted))
+        while at < len(hashes) and hashes[at] == wanted:
+            row = int(order[at])
+            if names[row].as_py() == item.item_id:
+                return str(patch_ids[row].as_py())
+            at += 1
         return None
 
     return Partner("s1", "bands_s1", "Sentinel-1 patch", spec, PatchFolderRule(S1_V2_TOP, 1),

@@ -49,7 +49,8 @@ def stage(
 ) -> tuple[Staging, PartnerCounts]:
     """Read ``partner``'s archive: decode, check and stage every patch whose S2 patch may be
     written (in ``index`` and selected; every one when the index fills later, as in Zenodo v1)."""
-    staging = Staging.create(store.pixel_array(location, partner.array), directory)
+    array = store.pixel_array(location, partner.array)
+    staging = Staging.create(array, directory, raw=partner.dtype == "float32")
     counts = PartnerCounts()
     out = np.empty(partner.shape, partner.dtype)
     try:

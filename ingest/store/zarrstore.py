@@ -263,7 +263,10 @@ def write_shard(
         if len(chunks.sizes) != len(record.patch_ids):
             raise StoreError(f"{location}/{name}: {len(chunks.sizes)} staged chunks for a shard "
                              f"of {len(record.patch_ids)} samples")  # fmt: skip
-        write_chunks(_band_array(location, name), start, chunks.parts())
+        if chunks.raw is not None:
+            write_block(_band_array(location, name), start, chunks.block())
+        else:
+            write_chunks(_band_array(location, name), start, chunks.parts())
     journal = location.open_group(path=JOURNAL, mode="r+")
     journal.create_group(f"shard-{record.index:07d}", attributes=asdict(record), overwrite=True)
     return k

@@ -105,9 +105,9 @@ def test_only_non_stripped_files_go_through_tifffile(
     calls: list[str] = []
     general = decode._decode_with_tifffile
 
-    def spy(buf: bytes | memoryview, name: str) -> Raster:
+    def spy(buf: bytes | memoryview, name: str, *wanted: Any) -> Raster:
         calls.append(name)
-        return general(buf, name)
+        return general(buf, name, *wanted)
 
     monkeypatch.setattr(decode, "_decode_with_tifffile", spy)
     decode_geotiff(reencode(B02, layout), B02)
