@@ -24,6 +24,8 @@ import os
 import shutil
 import tempfile
 from array import array as packed
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,7 @@ class Staging:
             raise ValueError(f"{array.path}: not the store's shard layout")
         path = directory / f"{array.path}.chunks"
         staging = cls(array.path, encoder, path, raw, _shape=tuple(array.shape[1:]))
-        staging._handle = path.open("wb")
+        staging._handle = _BackgroundWriter(path)
         return staging
 
     def add(
@@ -134,8 +136,8 @@ class Staging:
     def close_file(self) -> None:
         """All partners are staged: flush the file for the writers to read."""
         if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+            handle, self._handle = self._handle, None
+            handle.close()
 
     def __contains__(self, s2_id: str) -> bool:
         return s2_id in self.slots
@@ -166,6 +168,34 @@ class Staging:
         """(S2 id, partner name) of the staged partners no shard took, in staging order."""
         by_slot = {slot: s2 for s2, slot in self.slots.items()}
         return [(by_slot[i], self.names[i] or by_slot[i]) for i, u in enumerate(self.used) if not u]
+
+
+class _BackgroundWriter:
+    """Appends to a file from a thread of its own: ``write`` releases the GIL, so the reader
+    goes on decoding while the kernel copies (measured: 2.4 s of 10,000 S1 patches' staging ran
+    in ``write`` on the reader's thread). At most :data:`_PENDING` pieces wait; the first error
+    is raised by the next ``write`` or by ``close``."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("wb")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="staging")
+        self._pending: deque[Future[int]] = deque()
+
+    def write(self, data: bytes) -> None:
+        while len(self._pending) >= _PENDING or (self._pending and self._pending[0].done()):
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._file.write, data))
+
+    def close(self) -> None:
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._file.close()
+
+
+_PENDING = 64
 
 
 def staging_directory(store_url: str) -> Path:
