@@ -15,7 +15,6 @@ item folder into one :class:`ArchiveItem` as they arrive. Where a member belongs
 from __future__ import annotations
 
 import json
-import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, Final, Protocol
@@ -322,12 +321,13 @@ def member_parts(name: str, collection: str) -> tuple[str, ...] | None:
     """
     if name.startswith("/") or "\\" in name:
         return None
-    parts = tuple(p for p in name.split("/") if p not in ("", "."))
-    if ".." in parts or len(parts) < 2 or parts[0] != collection:
+    split = name.split("/")
+    if "" in split or "." in split:
+        split = [p for p in split if p not in ("", ".")]
+    # Without "..", the first component normpath would give is split[0]: nothing more to check.
+    if ".." in split or len(split) < 2 or split[0] != collection:
         return None
-    if posixpath.normpath(name).split("/")[0] != collection:
-        return None
-    return parts[1:]
+    return tuple(split[1:])
 
 
 def _read(tar: TarReader, info: Member, culprit: str) -> bytes:

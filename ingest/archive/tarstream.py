@@ -17,6 +17,7 @@ checksum is verified; a bad header or a stream that ends inside a member is an
 from __future__ import annotations
 
 import struct
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Final
@@ -88,7 +89,8 @@ class TarReader:
         pax: dict[str, str] = {}
         long_name: str | None = None
         while True:
-            self._skip_rest()
+            if self._unread:
+                self._skip_rest()
             self._current = None
             block = self._read(BLOCK)
             if not block or block == _ZERO_BLOCK:
@@ -111,7 +113,7 @@ class TarReader:
             name = headers.get("path") or long_name or _ustar_name(block)
             if "size" in headers:
                 size = self._pax_size(headers["size"])
-            sparse = any(key.startswith("GNU.sparse.") for key in headers)
+            sparse = bool(headers) and any(key.startswith("GNU.sparse.") for key in headers)
             pax, long_name = {}, None
             if kind == b"\x00" and name.endswith("/"):
                 kind = b"5"  # a pre-POSIX directory
@@ -147,7 +149,7 @@ class TarReader:
 
     def _check(self, block: bytes) -> None:
         stored = self._number(block[148:156], "checksum")
-        unsigned = sum(block) - sum(block[148:156]) + 8 * 32  # the field counts as 8 spaces
+        unsigned = _byte_sum(block) - sum(block[148:156]) + 8 * 32  # the field counts as 8 spaces
         if stored != unsigned and stored != _signed_checksum(block):
             raise self._error("archive is truncated or corrupt: bad checksum in a member header")
 
@@ -200,6 +202,19 @@ def _ustar_name(block: bytes) -> str:
 def _text(raw: bytes) -> str:
     """Names as tarfile decodes them: UTF-8, undecodable bytes kept as surrogates."""
     return raw.decode("utf-8", "surrogateescape")
+
+
+_ODD_BITS: Final = int.from_bytes(b"\x01" * BLOCK, "little")
+_ADLER_MOD: Final = 65521
+
+
+def _byte_sum(block: bytes) -> int:
+    """``sum(block)`` of one 512-byte block, in C rather than a loop over 512 ints (2.7 µs, twice
+    per member with GNU long names): Adler-32 holds the sum modulo 65521, the count of odd bytes
+    its parity, and a block's sum (at most 130,560) is below twice 65521."""
+    low = ((zlib.adler32(block) & 0xFFFF) - 1) % _ADLER_MOD
+    odd = (int.from_bytes(block, "little") & _ODD_BITS).bit_count() & 1
+    return low if low & 1 == odd else low + _ADLER_MOD
 
 
 _SIGNED: Final = struct.Struct("148b8x356b")

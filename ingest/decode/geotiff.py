@@ -16,7 +16,7 @@ import io
 import struct
 import sys
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +89,15 @@ _REAL_LAYOUT = {
 _USER_DEFINED = 32767
 _MAX_PIXELS = 2**24  # 1165 times the largest real band
 _UINT16 = np.dtype(np.uint16)
+#: The last fast-path decode of each file size: (the bytes the parse looked at, what it found).
+#: The 12 band files of a patch share all of their header but the size-dependent tags, so 9 of
+#: them repeat the header of an earlier band of the same size: a byte comparison then replaces
+#: the parse (the parse is a function of those bytes and the file size, nothing else).
+_RECENT: dict[int, tuple[bytes, _Parsed]] = {}
+_RECENT_SIZES = 16
+#: Bytes per value of every TIFF 6 field type (ASCII and rationals too: real files have them).
+_TYPE_BYTES: dict[int, int] = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8,
+                               11: 4, 12: 8}  # fmt: skip
 
 
 def decode_geotiff(data: bytes | memoryview, name: str, dtype: npt.DTypeLike = np.uint16) -> Raster:
@@ -107,6 +116,10 @@ def decode_geotiff(data: bytes | memoryview, name: str, dtype: npt.DTypeLike = n
         if magic in _CLASSIC:
             kind = wanted.newbyteorder("<").str[1:]
             if kind in _KINDS:
+                if isinstance(buf, bytes):
+                    seen = _RECENT.get(len(buf))
+                    if seen is not None and seen[1].kind == kind and buf.startswith(seen[0]):
+                        return _raster(buf, seen[1])
                 try:
                     return _decode_fast(buf, _CLASSIC[magic], name, kind)
                 except _NotFast:
@@ -149,14 +162,65 @@ def _decode_fast(buf: bytes | memoryview, bo: str, name: str, kind: str = "u2") 
     counts = _values(buf, bo, tags.get(279), name)
     if not width or not height or offsets is None or counts is None:
         raise _NotFast
+    first: int | None = None
     if deflated:
         predictor = _values(buf, bo, tags.get(317), name) == (2,)
         pixels = _inflate_strips(buf, bo, (height, width), offsets, counts, name, predictor)
     else:
-        pixels = _read_strips(buf, bo, (height, width), rows, offsets, counts, name, kind)
+        pixels, first = _read_strips(buf, bo, (height, width), rows, offsets, counts, name, kind)
     geo = [_values(buf, bo, tags.get(tag), name) for tag in _GEO_TAGS]
     epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
+    if first is not None and isinstance(buf, bytes):
+        parsed = _Parsed(bo, kind, (height, width), first, epsg, x_ul, y_ul, pixel_size)
+        _remember(buf, bo, end, tags.values(), parsed)
     return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
+
+
+@dataclass(frozen=True, slots=True)
+class _Parsed:
+    """What a fast-path parse found in a file whose pixels are one contiguous run."""
+
+    bo: str
+    kind: str
+    """``u2`` or ``f4``: a parse is reused only for a file asked for as the same dtype."""
+    shape: tuple[int, int]
+    first: int
+    """Byte offset of the pixels."""
+    epsg: int
+    x_ul: float
+    y_ul: float
+    pixel_size: tuple[float, float]
+
+
+def _raster(buf: bytes, parsed: _Parsed) -> Raster:
+    """The raster of ``buf``, whose header bytes equal those ``parsed`` was read from: exactly
+    what :func:`_decode_fast` returns for it (a read-only view, byte-swapped if need be)."""
+    dtype = _PIXEL[parsed.kind, parsed.bo]
+    pixels = np.ndarray(parsed.shape, dtype, buf, parsed.first)
+    if parsed.bo != _NATIVE:
+        pixels = pixels.astype(dtype.newbyteorder("="))
+        pixels.flags.writeable = False
+    return Raster(pixels, parsed.epsg, parsed.x_ul, parsed.y_ul, parsed.pixel_size)
+
+
+def _remember(
+    buf: bytes, bo: str, ifd_end: int, entries: Iterable[_Entry], parsed: _Parsed
+) -> None:
+    """Keep ``parsed`` with every byte the parse may have looked at: the header, the IFD and the
+    out-of-line values of all its entries (more than the parse reads; never less)."""
+    size = len(buf)
+    extent = ifd_end
+    for _tag, field_type, count, raw in entries:
+        item = _TYPE_BYTES.get(field_type)
+        if item is None:
+            extent = size  # an entry of unknown size: compare the whole file
+            break
+        nbytes = count * item
+        if nbytes > 4:
+            extent = max(extent, _OFFSET[bo].unpack(raw)[0] + nbytes)
+    if len(_RECENT) >= _RECENT_SIZES and size not in _RECENT:
+        _RECENT.clear()
+    _RECENT[size] = (buf[: min(extent, size)], parsed)
 
 
 def _is_plain_layout(
@@ -270,7 +334,8 @@ def _read_strips(
     counts: Sequence[int | float],
     name: str,
     kind: str = "u2",
-) -> npt.NDArray[Any]:
+) -> tuple[npt.NDArray[Any], int | None]:
+    """The pixels, and the offset of their first byte when they are one contiguous run."""
     dtype = _PIXEL[kind, bo]
     size = dtype.itemsize
     height, width = shape
@@ -309,7 +374,7 @@ def _read_strips(
         pixels = pixels.copy()
     if pixels.flags.writeable:
         pixels.flags.writeable = False
-    return pixels
+    return pixels, first if contiguous else None
 
 
 def _check_strips(

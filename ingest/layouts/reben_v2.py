@@ -90,7 +90,7 @@ class RebenV2:
             metadata.cloud_and_shadow,
             metadata.seasonal_snow,
             times,
-            metadata.column("split", np.arange(len(patches))),
+            metadata.codes("split"),
         )
         return index
 

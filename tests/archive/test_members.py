@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import posixpath
+import random
 import tarfile
 from pathlib import Path
 
@@ -73,6 +75,26 @@ def read_all(
 )
 def test_member_parts(name: str, parts: tuple[str, ...] | None) -> None:
     assert member_parts(name, SOURCE) == parts
+
+
+def _member_parts_with_normpath(name: str, collection: str) -> tuple[str, ...] | None:
+    """member_parts as first written, normpath check included: the reference for the fast one."""
+    if name.startswith("/") or "\\" in name:
+        return None
+    parts = tuple(p for p in name.split("/") if p not in ("", "."))
+    if ".." in parts or len(parts) < 2 or parts[0] != collection:
+        return None
+    if posixpath.normpath(name).split("/")[0] != collection:
+        return None
+    return parts[1:]
+
+
+def test_member_parts_agrees_with_the_normpath_check() -> None:
+    pieces = ["c", "x", "B01.tif", ".", "..", "", "/", "//", "\\", "c.", ".c"]
+    rng = random.Random(0)
+    names = {"/".join(rng.choice(pieces) for _ in range(rng.randint(1, 6))) for _ in range(20_000)}
+    for name in names:
+        assert member_parts(name, "c") == _member_parts_with_normpath(name, "c"), name
 
 
 def test_groups_items_in_archive_order(real_sample: SampleArchives) -> None:

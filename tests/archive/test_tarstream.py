@@ -11,6 +11,7 @@ from collections import Counter
 
 import pytest
 
+from ingest.archive import tarstream
 from ingest.archive.tarstream import BLOCK, Member, TarReader
 from ingest.errors import InputDataError
 from ingest.testing.samples import SampleArchives
@@ -287,3 +288,13 @@ def test_damaged_headers_never_raise_anything_else(real_sample: SampleArchives) 
             outcomes["refused" if named else str(exc)] += 1
     assert set(outcomes) == {"read", "refused"}
     assert min(outcomes.values()) > 50
+
+
+def test_byte_sum_is_sum_for_every_kind_of_block() -> None:
+    rng = random.Random(0)
+    blocks = [bytes(BLOCK), b"\xff" * BLOCK, bytes(range(256)) * 2]
+    blocks += [rng.randbytes(BLOCK) for _ in range(20_000)]
+    blocks += [bytes(rng.choice((0, 1, 254, 255)) for _ in range(BLOCK)) for _ in range(500)]
+    blocks += [b"\xff" * n + bytes(BLOCK - n) for n in range(BLOCK + 1)]
+    for block in blocks:
+        assert tarstream._byte_sum(block) == sum(block)

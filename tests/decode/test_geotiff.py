@@ -287,3 +287,47 @@ def test_corrupt_headers_never_raise_anything_else() -> None:
 def test_fast_path_returns_a_view_of_bytes_input() -> None:
     data = real_bands()[B02]
     assert np.shares_memory(decode_geotiff(data, B02).pixels, np.frombuffer(data, np.uint8))
+
+
+def _fresh(data: bytes, name: str) -> Raster:
+    decode._RECENT.clear()
+    return decode_geotiff(data, name)
+
+
+def _same(a: Raster, b: Raster) -> None:
+    np.testing.assert_array_equal(a.pixels, b.pixels)
+    assert (a.pixels.dtype, a.pixels.flags.writeable) == (b.pixels.dtype, b.pixels.flags.writeable)
+    assert (a.epsg, a.x_ul, a.y_ul, a.pixel_size) == (b.epsg, b.x_ul, b.y_ul, b.pixel_size)
+
+
+@pytest.mark.parametrize("layout", ["real", "bigendian"])
+def test_a_repeated_header_decodes_as_a_fresh_parse(layout: str) -> None:
+    """Band files after the first of their size reuse its parse when their header bytes are the
+    same: pixels of their own, georeferencing and errors as a fresh parse gives them."""
+    bands = real_bands()
+    if layout == "bigendian":
+        bands = {m: reencode(m, "bigendian") for m in sorted(bands)[:24]}
+    decode._RECENT.clear()
+    for member in sorted(bands):  # the patches' bands, in archive order
+        _same(decode_geotiff(bands[member], member), _fresh(bands[member], member))
+    data = bands[sorted(bands)[0]]
+    first = decode_geotiff(data, "a.tif")
+    # Same size, same header, other pixels: the pixels of the new file.
+    other = bytearray(data)
+    other[-2:] = b"\x12\x34"
+    _same(decode_geotiff(bytes(other), "b.tif"), _fresh(bytes(other), "b.tif"))
+    # Same size, the tiepoint moved: a different header, parsed afresh.
+    decode_geotiff(data, "a.tif")
+    tiepoint = tifffile.TiffFile(io.BytesIO(data)).pages.first.tags[33922]
+    at = tiepoint.valueoffset + 24  # the x of (i, j, k, x, y, z)
+    bo = "<" if data[:2] == b"II" else ">"
+    x = struct.pack(bo + "d", struct.unpack_from(bo + "d", data, at)[0] + 120.0)
+    moved = data[:at] + x + data[at + 8 :]
+    assert decode_geotiff(moved, "c.tif").x_ul != first.x_ul
+    _same(decode_geotiff(moved, "c.tif"), _fresh(moved, "c.tif"))
+    # A damaged header after a good one of the same size is still an error.
+    decode_geotiff(data, "a.tif")
+    broken = bytearray(data)
+    broken[8:10] = b"\xff\xff"
+    with pytest.raises(InputDataError):
+        decode_geotiff(bytes(broken), "d.tif")
