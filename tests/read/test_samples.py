@@ -89,8 +89,10 @@ def test_each_shard_index_is_read_once(small_shards: Path) -> None:
     for i in range(16):  # the whole first shard, sample by sample
         store.sample(i, takes)
     assert store.requests == 2 * 16 + 2  # one range per array and sample, one index per array
-    store.samples(np.arange(16, 60), takes)  # the other three shards whole: index + one range each
-    assert store.requests == 2 * 16 + 2 + 2 * 3 * 2
+    store.samples(np.arange(16, 60), takes)  # the other three shards: an index each, then
+    assert store.requests == 2 * 16 + 2 + 2 * 3 + 2 * 44  # locally one read per chunk
+    store.samples(np.arange(0, 60), takes)
+    assert store.requests == 2 * 16 + 2 + 2 * 3 + 2 * 44 + 2 * 60  # no index read again
 
 
 def test_a_corrupt_shard_index_is_refused(small_shards: Path, tmp_path: Path) -> None:
