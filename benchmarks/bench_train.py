@@ -13,7 +13,9 @@ Every way runs in a fresh process, the ways alternate, median of ``--repeat`` (d
   ConfigILM reads labels from its metadata table); RGB only (B04, B03, B02; the LMDB value holds
   all bands, so that way loads the value and keeps 3);
 - shuffled epoch over all samples in batches of 64: ``SampleDataset.batches`` against shuffled
-  LMDB keys collated into the same stacked arrays; with a ``DataLoader`` and 2 workers
+  LMDB keys collated into the same stacked arrays (per sample the bands stacked by group, then
+  the samples stacked, as a map-style dataset and ``default_collate`` do) and, for reference,
+  a leaner LMDB collate copying each band straight into preallocated batch arrays; with a ``DataLoader`` and 2 workers
   (``SampleDataset.batches`` as an iterable, and the map-style ``SampleDataset`` with
   ``shuffle=True``) — those report samples/s;
 - random access from an S3-compatible store (``ingest.testing.s3``, moto on loopback; a copy of
@@ -21,6 +23,10 @@ Every way runs in a fresh process, the ways alternate, median of ``--repeat`` (d
 - warm: each way's process first reads every file of what it reads (this machine's kernel evicts
   files idle for about a minute); cold: ``posix_fadvise(DONTNEED)`` on those files first (pages
   dropped for these files only), random access only.
+
+``cpu ms`` is the CPU time per sample of the way's timed loop (its process, all threads; the
+DataLoader ways include their workers once joined): on shared cores a steadier measure than the
+rate, which depends on what else runs.
 
 Values: after its timed loop each way re-reads what it read (untimed) and returns a digest of
 every sample's arrays, stacked the store's way; the run stops unless all ways agree. Prints a table
@@ -33,6 +39,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -70,6 +77,13 @@ def warm(paths: list[Path], cold: bool) -> None:
                         pass
             finally:
                 os.close(fd)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process (all its threads) and of its waited-for children (the
+    DataLoader's workers, once joined)."""
+    me, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 def digest(samples: list[tuple[int, dict[str, np.ndarray]]]) -> str:
@@ -113,15 +127,17 @@ def way_lmdb_random(args: argparse.Namespace, picks: list[int], rgb: bool) -> di
     warm([args.lmdb], args.cold)
     with db.env.begin() as txn:
         start = time.perf_counter()
+        cpu0 = cpu_seconds()
         for i in picks:
             bands = db.load(txn, i)
             if rgb:
                 bands = {b: bands[b] for b in RGB}
             db.labels[i]
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu0
         check = [(i, {**db.stacked(db.load(txn, i), RGB if rgb else None), "labels": db.labels[i]})
                  for i in picks]  # fmt: skip
-    return {"seconds": seconds, "count": len(picks), "digest": digest(check)}
+    return {"seconds": seconds, "cpu": cpu, "count": len(picks), "digest": digest(check)}
 
 
 def way_store_random(args: argparse.Namespace, picks: list[int], rgb: bool) -> dict[str, Any]:
@@ -130,11 +146,13 @@ def way_store_random(args: argparse.Namespace, picks: list[int], rgb: bool) -> d
     data = SampleDataset(args.store, bands=list(RGB) if rgb else None)
     warm([args.store], args.cold)
     start = time.perf_counter()
+    cpu0 = cpu_seconds()
     for i in picks:
         data[i]
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu0
     check = [(i, {k: v for k, v in data[i].items() if k.startswith("bands") or k == "labels"}) for i in picks]  # fmt: skip
-    return {"seconds": seconds, "count": len(picks), "digest": digest(check)}
+    return {"seconds": seconds, "cpu": cpu, "count": len(picks), "digest": digest(check)}
 
 
 def way_s3_random(args: argparse.Namespace, picks: list[int]) -> dict[str, Any]:
@@ -144,12 +162,14 @@ def way_s3_random(args: argparse.Namespace, picks: list[int]) -> dict[str, Any]:
     data[picks[0]]  # metadata and the small tables are read once per process
     before = data.store.requests
     start = time.perf_counter()
+    cpu0 = cpu_seconds()
     for i in picks:
         data[i]
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu0
     requests = data.store.requests - before
     check = [(i, {k: v for k, v in data[i].items() if k.startswith("bands") or k == "labels"}) for i in picks]  # fmt: skip
-    return {"seconds": seconds, "count": len(picks), "digest": digest(check),
+    return {"seconds": seconds, "cpu": cpu, "count": len(picks), "digest": digest(check),
             "requests_per_sample": requests / len(picks)}  # fmt: skip
 
 
@@ -160,6 +180,7 @@ def way_lmdb_epoch(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     seen = 0
     with db.env.begin() as txn:
         start = time.perf_counter()
+        cpu0 = cpu_seconds()
         for a in range(0, len(order), args.batch_size):
             rows = order[a : a + args.batch_size]
             loaded = [db.load(txn, int(i)) for i in rows]
@@ -168,10 +189,47 @@ def way_lmdb_epoch(args: argparse.Namespace, seed: int) -> dict[str, Any]:
             batch["labels"] = db.labels[rows]
             seen += len(rows)
         seconds = time.perf_counter() - start
+        cpu = cpu_seconds() - cpu0
         check = [
             (int(i), {**db.stacked(db.load(txn, int(i))), "labels": db.labels[i]}) for i in order
         ]
-    return {"seconds": seconds, "count": seen, "digest": digest(check)}
+    return {"seconds": seconds, "cpu": cpu, "count": seen, "digest": digest(check)}
+
+
+def way_lmdb_epoch_direct(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The LMDB epoch with a leaner collate: each band copied straight into preallocated batch
+    arrays (one copy per value instead of two stacks); for reference."""
+    from safetensors.numpy import load
+
+    db = Lmdb(args.lmdb, args.store)
+    warm([args.lmdb], False)
+    order = np.random.default_rng(seed).permutation(len(db.keys))
+    shapes = {"bands_10m": (4, 120, 120), "bands_20m": (6, 60, 60), "bands_60m": (2, 20, 20)}
+    seen = 0
+    check = []
+    with db.env.begin() as txn:
+        for timed in (True, False):
+            start = time.perf_counter()
+            cpu0 = cpu_seconds()
+            for a in range(0, len(order), args.batch_size):
+                rows = order[a : a + args.batch_size]
+                batch = {n: np.empty((len(rows), *s), np.uint16) for n, s in shapes.items()}
+                for k, i in enumerate(rows.tolist()):
+                    bands = load(txn.get(db.keys[i]))
+                    for name, names in GROUPS.items():
+                        into = batch[name][k]
+                        for j, b in enumerate(names):
+                            into[j] = bands[b]
+                batch["labels"] = db.labels[rows]
+                if timed:
+                    seen += len(rows)
+                else:
+                    check.extend((int(i), {n: batch[n][k] for n in (*GROUPS, "labels")})
+                                 for k, i in enumerate(rows))  # fmt: skip
+            if timed:
+                seconds = time.perf_counter() - start
+                cpu = cpu_seconds() - cpu0
+    return {"seconds": seconds, "cpu": cpu, "count": seen, "digest": digest(check)}
 
 
 def way_store_epoch(args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -181,14 +239,16 @@ def way_store_epoch(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     warm([args.store], False)
     seen = 0
     start = time.perf_counter()
+    cpu0 = cpu_seconds()
     for batch in data.batches(args.batch_size, seed=seed):
         seen += len(batch["index"])
     seconds = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu0
     check = []
     for batch in data.batches(args.batch_size, seed=seed):
         for k, i in enumerate(batch["index"].tolist()):
             check.append((i, {n: batch[n][k] for n in (*GROUPS, "labels")}))
-    return {"seconds": seconds, "count": seen, "digest": digest(check)}
+    return {"seconds": seconds, "cpu": cpu, "count": seen, "digest": digest(check)}
 
 
 def way_loader(args: argparse.Namespace, seed: int, kind: str) -> dict[str, Any]:
@@ -216,10 +276,12 @@ def way_loader(args: argparse.Namespace, seed: int, kind: str) -> dict[str, Any]
                                 multiprocessing_context="fork")  # fmt: skip
     seen = 0
     start = time.perf_counter()
+    cpu0 = cpu_seconds()
     for batch in loader:
         seen += len(batch["labels"])
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "count": seen, "digest": ""}
+    cpu = cpu_seconds() - cpu0
+    return {"seconds": seconds, "cpu": cpu, "count": seen, "digest": ""}
 
 
 class LmdbDataset:
@@ -254,6 +316,8 @@ def run_way(args: argparse.Namespace) -> None:
         result = way_s3_random(args, picks[: args.s3_random])
     elif way == "lmdb_epoch":
         result = way_lmdb_epoch(args, args.seed)
+    elif way == "lmdb_epoch_direct":
+        result = way_lmdb_epoch_direct(args, args.seed)
     elif way == "store_epoch":
         result = way_store_epoch(args, args.seed)
     else:
@@ -342,7 +406,7 @@ def main() -> None:
     raw = n * 2 * (4 * 120 * 120 + 6 * 60 * 60 + 2 * 20 * 20)  # uint16 pixels of the 12 bands
 
     ways = ["lmdb_random", "store_random", "lmdb_rgb", "store_rgb", "lmdb_random_cold",
-            "store_random_cold", "lmdb_epoch", "store_epoch", "loader_epoch", "loader_map",
+            "store_random_cold", "lmdb_epoch", "lmdb_epoch_direct", "store_epoch", "loader_epoch", "loader_map",
             "loader_lmdb", "s3_random"]  # fmt: skip
     if args.ways:
         ways = [w for w in ways if w in args.ways.split(",")]
@@ -381,7 +445,7 @@ def main() -> None:
 def check_values(results: dict[str, list[dict[str, Any]]]) -> None:
     """Every way that reads the same samples must have read the same values."""
     groups = [("lmdb_random", "store_random", "lmdb_random_cold", "store_random_cold"),
-              ("lmdb_rgb", "store_rgb"), ("lmdb_epoch", "store_epoch")]  # fmt: skip
+              ("lmdb_rgb", "store_rgb"), ("lmdb_epoch", "lmdb_epoch_direct", "store_epoch")]  # fmt: skip
     for group in groups:
         digests = {w: {r["digest"] for r in results[w]} for w in group if results.get(w)}
         if len({d for v in digests.values() for d in v}) > 1:
@@ -398,9 +462,15 @@ def summarise(n: int, raw: int, store_bytes: int, lmdb_bytes: int, args: argpars
         for w, rs in results.items()
         if rs
     }
+    cpu = {
+        w: statistics.median(r["cpu"] / r["count"] for r in rs)
+        for w, rs in results.items()
+        if rs and "cpu" in rs[0]
+    }
     report: dict[str, Any] = {
         "patches": n, "repeat": args.repeat, "random": args.random, "batch_size": args.batch_size,
         "samples_per_second": rate,
+        "cpu_seconds_per_sample": cpu,
         "all": results,
         "bytes": {"raw_pixels": raw, "store": store_bytes, "lmdb": lmdb_bytes},
     }  # fmt: skip
@@ -412,20 +482,21 @@ def summarise(n: int, raw: int, store_bytes: int, lmdb_bytes: int, args: argpars
 
 
 def print_table(r: dict[str, Any]) -> None:
-    rate = r["samples_per_second"]
+    rate, cpu = r["samples_per_second"], r["cpu_seconds_per_sample"]
 
     def row(label: str, way: str, against: str | None = None, note: str = "") -> None:
         if way not in rate:
             return
         ms = 1e3 / rate[way]
         ratio = f"{rate[way] / rate[against]:6.2f}x" if against and against in rate else " " * 7
-        print(f"  {label:50s}{rate[way]:10,.0f}{ms:10.3f}   {ratio}  {note}")
+        used = f"{1e3 * cpu[way]:8.3f}" if way in cpu else " " * 8
+        print(f"  {label:50s}{rate[way]:10,.0f}{ms:10.3f}{used}   {ratio}  {note}")
 
     print()
     print(
         f"N = {r['patches']:,} synthetic patches, median of {r['repeat']}, each way a fresh process, warm unless cold"
     )
-    print(f"{'':52s}{'samples/s':>10s}{'ms/sample':>10s}   vs LMDB")
+    print(f"{'':52s}{'samples/s':>10s}{'ms/sample':>10s}{'cpu ms':>8s}   vs LMDB")
     print(f"random access, {r['random']:,} samples, 12 bands + labels")
     row("LMDB txn.get + safetensors load", "lmdb_random")
     row("SampleDataset[i]", "store_random", "lmdb_random", "(target >= 5,000/s and >= 0.30x)")
@@ -436,7 +507,16 @@ def print_table(r: dict[str, Any]) -> None:
     row("SampleDataset(bands=RGB)[i]", "store_rgb", "lmdb_rgb")
     print(f"shuffled epoch over all samples, batches of {r['batch_size']}, one process")
     row("LMDB, shuffled keys, stacked batches", "lmdb_epoch")
+    row(
+        "LMDB, bands copied straight into batch arrays",
+        "lmdb_epoch_direct",
+        "lmdb_epoch",
+        "(a leaner collate, for reference)",
+    )
     row("SampleDataset.batches(shuffle=True)", "store_epoch", "lmdb_epoch", "(target >= 1.00x)")
+    if "store_epoch" in rate and "lmdb_epoch_direct" in rate:
+        ratio = rate["store_epoch"] / rate["lmdb_epoch_direct"]
+        print(f"  {'  the same against the leaner LMDB collate':50s}{'':28s}   {ratio:6.2f}x")
     print("shuffled epoch, torch DataLoader, 2 worker processes (fork), incl. start-up")
     row("LMDB map-style, shuffle=True", "loader_lmdb")
     row("DataLoader(SampleDataset.batches(...))", "loader_epoch", "loader_lmdb")

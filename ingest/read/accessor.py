@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..nomenclature import BAND_GROUPS, BandGroup
 from ..store.location import StoreLocation
 from .epochs import Epoch, StoreSource
-from .samples import SampleStore, Scratch, Take
+from .samples import SampleStore, Take
 
 __all__ = ["S1_STRETCH", "SPLITS", "Batch", "BenAccessor", "selection_mask"]
 
@@ -469,7 +469,7 @@ class _DatasetSource:
     def __init__(self, ds: xr.Dataset, names: Sequence[str], labels: np.ndarray) -> None:
         self.ds, self.names, self.labels = ds, list(names), labels
 
-    def prepare(self, positions: np.ndarray, scratch: Scratch | None = None) -> _Loaded:
+    def prepare(self, positions: np.ndarray) -> _Loaded:
         """The runs of adjacent positions (whole dask chunks in an epoch), in one dask compute."""
         ordered = np.unique(positions)
         edges = np.flatnonzero(np.diff(ordered) != 1) + 1
@@ -499,6 +499,9 @@ class _Loaded:
 
     def empty(self, count: int) -> dict[str, np.ndarray]:
         return {n: np.empty((count, *a.shape[1:]), a.dtype) for n, a in self.arrays.items()}
+
+    def close(self) -> None:
+        pass
 
     def decode_into(self, start: int, stop: int, out: dict[str, np.ndarray], at: int) -> None:
         for name, values in self.arrays.items():

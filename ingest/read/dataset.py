@@ -142,8 +142,11 @@ class SampleDataset:
         positions = np.array([self._position(i) for i in indices], dtype=np.int64)
         source = StoreSource(self.store, self.takes, None, self._tables)
         prepared = source.prepare(positions)
-        arrays = prepared.empty(len(positions))
-        prepared.decode_into(0, len(positions), arrays, 0)
+        try:
+            arrays = prepared.empty(len(positions))
+            prepared.decode_into(0, len(positions), arrays, 0)
+        finally:
+            prepared.close()
         arrays.update(source.extras(positions))
         samples = []
         for k in range(len(positions)):
@@ -174,7 +177,9 @@ class SampleDataset:
         ``patch_id`` as a str array) plus ``index`` (the dataset positions); every sample of this
         rank exactly once, the last batch short unless ``drop_last`` (then every rank yields the
         same number of full batches). ``transform`` is called on each batch, on the reading
-        thread. Hand it to ``DataLoader(epoch, batch_size=None, num_workers=N)`` as it is."""
+        thread. A batch's arrays are reused for a later batch only once nothing refers to them
+        any more (keep the batch, an array, a view or a tensor of it, and it stays as it is).
+        Hand it to ``DataLoader(epoch, batch_size=None, num_workers=N)`` as it is."""
         _register_with_torch()
         source = StoreSource(self.store, self.takes, self.positions, self._tables)
         return Epoch(

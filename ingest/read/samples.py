@@ -10,11 +10,17 @@ followed by its CRC32C, 2**64 - 1 for an absent chunk), so this module reads tha
 
 - each shard index is read once (the last 16 × S + 4 bytes of the shard object), its CRC32C
   checked once, and cached;
-- inner chunks are fetched by byte range: ``os.pread`` on local stores (file descriptors kept
-  open, a bounded number), one batched ``cat_ranges`` call per sample or per window on object
-  storage (fsspec, e.g. s3fs), adjacent chunks of a shard merged into one range;
-- blosc decodes straight into preallocated numpy arrays (``numcodecs.blosc.decompress`` with a
-  destination), in a small thread pool for bulk reads (blosc releases the GIL);
+- inner chunks are fetched by byte range: on local stores one ``os.preadv`` per chunk into a
+  small per-thread buffer that stays in the CPU cache, right before blosc decodes it (file
+  descriptors kept open, a bounded number); on object storage one batched ``cat_ranges`` call per
+  sample or per window (fsspec, e.g. s3fs), adjacent chunks of a shard merged into one range;
+- chunks decode straight into the caller's arrays (each sample into its final slot of a batch),
+  bulk reads split between two threads (the GIL is released while decoding). c-blosc 1 makes a
+  new zstd decompression context for every chunk it decodes, ≈ 25 µs here — more than
+  decoding a ``bands_60m`` chunk, ≈ 60 % of a sample's decoding time over its three chunks — so
+  :class:`_Decoder` decodes a zstd chunk's single block with a zstd context kept per thread
+  (``zstandard``) and lets blosc do only the bit-unshuffle, on a stored-block frame (same
+  values; anything else goes to ``numcodecs.blosc.decompress`` as it is);
 - the small per-sample arrays (``labels``, ``labels19``, ``patch_id``) are read whole, once.
 
 It is generic over the store's arrays: every array whose first dimension is ``sample`` and that
@@ -33,6 +39,7 @@ it was when each shard index was first read.
 from __future__ import annotations
 
 import os
+import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -43,15 +50,16 @@ from typing import Any
 import google_crc32c
 import numpy as np
 import zarr
+import zstandard
 from fsspec.core import url_to_fs
 from numcodecs import blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 
 from ..errors import StoreError
 from ..store.location import StoreLocation
-from ..store.shards import _ABSENT, _endian
+from ..store.shards import _endian
 
-__all__ = ["Prepared", "SampleArray", "SampleStore", "Scratch", "Take", "shard_length"]
+__all__ = ["Prepared", "SampleArray", "SampleStore", "Take", "shard_length"]
 
 #: The small per-sample arrays read whole once per process.
 TABLES = ("labels", "labels19", "patch_id")
@@ -101,13 +109,6 @@ def shard_length(array: zarr.Array[Any]) -> int | None:
     return int(array.shards[0])
 
 
-class Scratch:
-    """A reusable buffer for :meth:`SampleStore.prepare` (replaced by a larger one as needed)."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-
 @dataclass(frozen=True)
 class SampleArray:
     """What the reader knows of one per-pixel array, from its zarr metadata."""
@@ -149,11 +150,28 @@ class _Local:
     generation: int
     """:data:`_GENERATION` when made: a forked child must not use its parent's files."""
     files: _Files
-    indexes: dict[tuple[str, int], list[list[int]]] = field(default_factory=dict)
+    indexes: dict[tuple[str, int], np.ndarray] = field(default_factory=dict)
+    """(S, 2) int64 ``(offset, nbytes)`` per inner chunk of a shard; offset -1: absent chunk."""
     tables: dict[str, np.ndarray] = field(default_factory=dict)
     group: zarr.Group | None = None
     pool: ThreadPoolExecutor | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    buffers: threading.local = field(default_factory=threading.local)
+    """Each thread's read buffer (local stores) and :class:`_Decoder`, reused."""
+
+    def decoder(self) -> _Decoder:
+        decoder: _Decoder | None = getattr(self.buffers, "decoder", None)
+        if decoder is None:
+            decoder = self.buffers.decoder = _Decoder()
+        return decoder
+
+    def buffer(self, size: int) -> memoryview:
+        """This thread's read buffer, at least ``size`` bytes (replaced, never resized, when it
+        is too small: nothing else refers to it by then)."""
+        buffer: memoryview | None = getattr(self.buffers, "view", None)
+        if buffer is None or len(buffer) < size:
+            buffer = self.buffers.view = memoryview(bytearray(max(size, 1 << 17)))
+        return buffer
 
 
 class SampleStore:
@@ -285,19 +303,32 @@ class SampleStore:
                 self._ensure_indexes(local, [(t.array, i // t.array.length) for t in takes
                                              if t.array.length is not None])  # fmt: skip
                 entries = local.indexes[(array.name, shard)]
-            offset, nbytes = entries[within]
+            offset, nbytes = entries[within].tolist()
             full = np.empty(array.sample_shape, dtype=array.dtype)
-            if offset == _ABSENT:
+            if offset < 0:
                 full.fill(array.fill)
             else:
                 requests.append((array.keys[shard], offset, offset + nbytes))
                 wanted.append(full)
             out[array.name] = full if take.rows is None else (full, take.rows)
-        if requests:
+        decode = local.decoder().decode
+        if requests and isinstance(local.files, _LocalFiles):
+            files = local.files
+            for (key, start, stop), full in zip(requests, wanted, strict=True):
+                view = local.buffer(stop - start)[: stop - start]
+                fd = files.acquire(key)
+                try:
+                    if fd is None:
+                        raise StoreError(f"{self.location}/{key}: shard vanished while reading")
+                    files.read(fd, key, view, start)
+                finally:
+                    files.release(key)
+                decode(view, full)
+        elif requests:
             for data, full in zip(local.files.fetch(requests), wanted, strict=True):
                 if data is None:
                     raise StoreError(f"{self.location}: shard vanished while reading")
-                blosc.decompress(data, full)
+                decode(data, full)
         for take in takes:
             if take.rows is not None and take.array.length is not None:
                 full, rows = out[take.array.name]
@@ -313,30 +344,31 @@ class SampleStore:
         """The samples at store ``positions`` (1-D ints, any order, repeats allowed) of each
         array in ``takes``, stacked in that order (:meth:`prepare`, then decoded whole)."""
         prepared = self.prepare(positions, takes)
-        out = prepared.empty(len(prepared))
-        prepared.decode_into(0, len(prepared), out, 0)
+        try:
+            out = prepared.empty(len(prepared))
+            prepared.decode_into(0, len(prepared), out, 0)
+        finally:
+            prepared.close()
         return out
 
-    def prepare(
-        self, positions: np.ndarray, takes: Sequence[Take], scratch: Scratch | None = None
-    ) -> Prepared:
-        """Fetch the encoded chunks of the samples at store ``positions`` for ``takes``.
+    def prepare(self, positions: np.ndarray, takes: Sequence[Take]) -> Prepared:
+        """Plan (and on object storage fetch) the encoded chunks of the samples at store
+        ``positions`` for ``takes``; :meth:`Prepared.decode_into` then decodes any run of them
+        into arrays the caller owns, and :meth:`Prepared.close` ends it.
 
-        Each shard involved is read with as few range requests as its wanted chunks allow (runs
-        of chunks less than a gap apart merged; a whole shard is one range); on object storage
-        every range of the call goes in one batched request. Nothing is decoded yet: the
-        :class:`Prepared` decodes any run of its rows into arrays the caller owns, so that an
-        epoch decodes batch by batch into batch-sized arrays (reused by the allocator) rather than
-        into window-sized ones (fresh pages, one fault per 4 KiB, every window). Locally the
-        ranges are read into ``scratch`` when given (grown as needed; the caller's to reuse once
-        the :class:`Prepared` is done with): fresh buffers for every window cost ≈ 25 page faults
-        per sample, a quarter of the decoding time.
+        Locally nothing is read yet: each chunk is read right before it is decoded, into a small
+        per-thread buffer (the bytes then come from the CPU cache, and no window-sized buffer is
+        written and read back: in a fresh process, first-touching such a buffer cost more than
+        the decoding); the kernel is asked to read ahead each shard span involved
+        (``posix_fadvise(WILLNEED)``, for cold files). On object storage each shard involved is
+        read with as few ranges as its wanted chunks allow (chunks less than a megabyte apart
+        merged), every range of the call in one batched request.
         """
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         if len(positions) and (positions.min() < 0 or positions.max() >= self.size):
             raise IndexError(f"sample positions out of range [0, {self.size})")
         local = self._state()
-        gap = _LOCAL_GAP if self.location.is_local else _REMOTE_GAP
+        is_local = isinstance(local.files, _LocalFiles)
         ranges: list[tuple[str, int, int]] = []
         plans: list[_Plan] = []
         for take in takes:
@@ -346,68 +378,53 @@ class SampleStore:
                 plans.append(_Plan(take, values=values))
                 continue
             shard_of = positions // array.length
+            within = positions % array.length
             shards = np.unique(shard_of)
             self._ensure_indexes(local, ((array, int(s)) for s in shards.tolist()))
-            # (range number, offset in the range, nbytes) per row; range -1 = absent chunk
+            # locally (shard, offset, nbytes) per row; remotely (range number, offset in the
+            # range, nbytes); -1 first for an absent chunk
             where = np.full((len(positions), 3), -1, dtype=np.int64)
             for shard in shards.tolist():
                 rows = np.flatnonzero(shard_of == shard)
-                entries = local.indexes[(array.name, shard)]
-                chunks = sorted(
-                    (*entries[p], row)
-                    for row, p in zip(rows.tolist(), (positions[rows] % array.length).tolist(),
-                                      strict=True)
-                    if entries[p][0] != _ABSENT
-                )  # fmt: skip
-                start = stop = -1
-                for offset, nbytes, row in chunks:
-                    if start < 0 or offset - stop > gap:
-                        if start >= 0:
-                            ranges.append((array.keys[shard], start, stop))
-                        start, stop = offset, offset + nbytes
-                    stop = max(stop, offset + nbytes)
-                    where[row] = (len(ranges), offset - start, nbytes)
-                if start >= 0:
-                    ranges.append((array.keys[shard], start, stop))
+                entries = local.indexes[(array.name, shard)][within[rows]]
+                present = entries[:, 0] >= 0
+                rows, entries = rows[present], entries[present]
+                if not len(rows):
+                    continue
+                if is_local:
+                    where[rows, 0] = shard
+                    where[rows, 1:] = entries
+                    ranges.append((array.keys[shard], int(entries[:, 0].min()),
+                                   int((entries[:, 0] + entries[:, 1]).max())))  # fmt: skip
+                    continue
+                order = np.argsort(entries[:, 0], kind="stable")
+                rows, offsets, sizes = rows[order], entries[order, 0], entries[order, 1]
+                ends = np.maximum.accumulate(offsets + sizes)
+                new = np.empty(len(rows), dtype=bool)
+                new[0] = True
+                new[1:] = offsets[1:] - ends[:-1] > _REMOTE_GAP
+                number = np.cumsum(new) - 1
+                firsts = offsets[new]
+                lasts = ends[np.r_[np.flatnonzero(new)[1:] - 1, len(rows) - 1]]
+                where[rows, 0] = len(ranges) + number
+                where[rows, 1] = offsets - firsts[number]
+                where[rows, 2] = sizes
+                spans = zip(firsts.tolist(), lasts.tolist(), strict=True)
+                ranges.extend((array.keys[shard], a, b) for a, b in spans)
             plans.append(_Plan(take, where=where))
-        return Prepared(self, len(positions), plans, self._fetch(local, ranges, scratch), local)
+        if is_local:
+            files = local.files
+            assert isinstance(files, _LocalFiles)
+            return Prepared(self, len(positions), plans, None, local, files.advise(ranges))
+        return Prepared(self, len(positions), plans, self._fetch(local, ranges), local)
 
-    def _fetch(
-        self, local: _Local, ranges: list[tuple[str, int, int]], scratch: Scratch | None
-    ) -> list[memoryview]:
-        """The ranges, in order: one batched call remotely; locally ``preadv`` into one buffer
-        (``scratch`` when given and large enough), split among the decode threads."""
-        if not self.location.is_local:
-            results = local.files.fetch(ranges)
-            for (key, _, _), data in zip(ranges, results, strict=True):
-                if data is None:
-                    raise StoreError(f"{self.location}/{key}: shard vanished while reading")
-            return [memoryview(data) for data in results if data is not None]
-        total = sum(stop - start for _, start, stop in ranges)
-        if scratch is None:
-            buffer = bytearray(total)
-        else:
-            if len(scratch.buffer) < total:  # a new one: views of the old one may still be alive
-                scratch.buffer = bytearray(total + total // 4)
-            buffer = scratch.buffer
-        whole = memoryview(buffer)
-        views = []
-        at = 0
-        for _, start, stop in ranges:
-            views.append(whole[at : at + stop - start])
-            at += stop - start
-        files = local.files
-        assert isinstance(files, _LocalFiles)
-        jobs = list(zip(ranges, views, strict=True))
-        if len(jobs) > 1 and self.threads > 1:
-            size = -(-len(jobs) // self.threads)
-            parts = [jobs[k : k + size] for k in range(0, len(jobs), size)]
-            missing = [m for ms in self._pool(local).map(files.read_into, parts) for m in ms]
-        else:
-            missing = files.read_into(jobs)
-        if missing:
-            raise StoreError(f"{self.location}/{missing[0]}: shard vanished while reading")
-        return views
+    def _fetch(self, local: _Local, ranges: list[tuple[str, int, int]]) -> list[memoryview]:
+        """The ranges, in order, in one batched call (object storage)."""
+        results = local.files.fetch(ranges)
+        for (key, _, _), data in zip(ranges, results, strict=True):
+            if data is None:
+                raise StoreError(f"{self.location}/{key}: shard vanished while reading")
+        return [memoryview(data) for data in results if data is not None]
 
     def _pool(self, local: _Local) -> ThreadPoolExecutor:
         if local.pool is None:
@@ -427,7 +444,9 @@ class SampleStore:
         for ((name, shard), array), raw in zip(items, local.files.fetch(requests), strict=True):
             assert array.length is not None
             if raw is None:  # shard not written: every sample reads as the fill value
-                local.indexes[(name, shard)] = [[_ABSENT, 0]] * array.length
+                absent = np.zeros((array.length, 2), dtype=np.int64)
+                absent[:, 0] = -1
+                local.indexes[(name, shard)] = absent
                 continue
             table, checksum = raw[:-4], raw[-4:]
             if len(raw) != 16 * array.length + 4 or google_crc32c.value(table) != int.from_bytes(
@@ -437,8 +456,9 @@ class SampleStore:
                     f"{self.location}/{array.keys[shard]}: shard index checksum mismatch "
                     "(corrupt shard)"
                 )
-            entries = np.frombuffer(table, dtype="<u8").reshape(array.length, 2)
-            local.indexes[(name, shard)] = entries.tolist()
+            # as int64, an absent chunk's 2**64 - 1 reads -1
+            entries = np.frombuffer(table, dtype="<u8").reshape(array.length, 2).astype(np.int64)
+            local.indexes[(name, shard)] = entries
 
     def _zarr_rows(self, local: _Local, take: Take, positions: np.ndarray) -> np.ndarray:
         """Another layout: zarr-python reads the samples (sorted, unique), then reordered."""
@@ -489,24 +509,37 @@ class _Plan:
 
 
 class Prepared:
-    """The fetched, still encoded chunks of some samples; :meth:`decode_into` decodes them."""
+    """The planned (locally) or fetched (remotely) chunks of some samples; :meth:`decode_into`
+    decodes them, :meth:`close` ends it (locally it keeps its shard files open until then)."""
 
     def __init__(
         self,
         store: SampleStore,
         count: int,
         plans: list[_Plan],
-        buffers: list[memoryview],
+        buffers: list[memoryview] | None,
         local: _Local,
+        fds: dict[str, int] | None = None,
     ) -> None:
         self._store = store
         self._count = count
         self._plans = plans
         self._buffers = buffers
         self._local = local
+        self._fds = fds
+        """Locally: the open file of each shard key involved (held open until :meth:`close`)."""
 
     def __len__(self) -> int:
         return self._count
+
+    def close(self) -> None:
+        """Let the shard files go (locally); idempotent."""
+        fds, self._fds = self._fds, None
+        if fds:
+            files = self._local.files
+            assert isinstance(files, _LocalFiles)
+            for key in fds:
+                files.release(key)
 
     def empty(self, count: int) -> dict[str, np.ndarray]:
         """Uninitialised output arrays for ``count`` samples."""
@@ -516,18 +549,24 @@ class Prepared:
         }
 
     def decode_into(self, start: int, stop: int, out: dict[str, np.ndarray], at: int) -> None:
-        """Decode rows ``[start, stop)`` into ``out[name][at : at + stop - start]``, in two
-        halves on the decode threads (blosc releases the GIL) when there is enough work."""
+        """Decode rows ``[start, stop)`` into ``out[name][at : at + stop - start]``, each sample
+        straight into its slot; split with a second decode thread (blosc releases the GIL) when
+        the store has one and there is enough work."""
         if stop - start >= 8 and self._store.threads > 1:
             middle = (start + stop) // 2
-            pool = self._store._pool(self._local)
-            halves = [(start, middle, at), (middle, stop, at + middle - start)]
-            list(pool.map(lambda h: self._decode(h[0], h[1], out, h[2]), halves))
+            other = self._store._pool(self._local).submit(
+                self._decode, middle, stop, out, at + middle - start
+            )
+            try:
+                self._decode(start, middle, out, at)
+            finally:
+                other.result()
         else:
             self._decode(start, stop, out, at)
 
     def _decode(self, start: int, stop: int, out: dict[str, np.ndarray], at: int) -> None:
-        buffers = self._buffers
+        local = self._local
+        decode = local.decoder().decode
         for plan in self._plans:
             take, target = plan.take, out[plan.take.array.name]
             if plan.values is not None:
@@ -536,14 +575,87 @@ class Prepared:
             assert plan.where is not None
             rows = None if take.rows is None else list(take.rows)
             scratch = None if rows is None else np.empty(take.array.sample_shape, target.dtype)
-            for k, (number, offset, nbytes) in enumerate(plan.where[start:stop].tolist(), at):
+            where = plan.where[start:stop]
+            if self._fds is not None:  # local: read each chunk into this thread's buffer
+                fds = self._fds
+                keys = take.array.keys
+                view = local.buffer(int(where[:, 2].max(initial=0)))
+                reads = 0
+                for k, (shard, offset, nbytes) in enumerate(where.tolist(), at):
+                    if shard < 0:
+                        target[k] = take.array.fill
+                        continue
+                    chunk = view[:nbytes]
+                    if os.preadv(fds[keys[shard]], [chunk], offset) != nbytes:
+                        raise StoreError(f"{self._store.location}/{keys[shard]}: shard is "
+                                         "shorter than its index says")  # fmt: skip
+                    reads += 1
+                    if scratch is None:
+                        decode(chunk, target[k])
+                    else:
+                        decode(chunk, scratch)
+                        target[k] = scratch[rows]
+                local.files.count(reads)
+                continue
+            buffers = self._buffers
+            assert buffers is not None
+            for k, (number, offset, nbytes) in enumerate(where.tolist(), at):
                 if number < 0:
                     target[k] = take.array.fill
                 elif scratch is None:
-                    blosc.decompress(buffers[number][offset : offset + nbytes], target[k])
+                    decode(buffers[number][offset : offset + nbytes], target[k])
                 else:
-                    blosc.decompress(buffers[number][offset : offset + nbytes], scratch)
+                    decode(buffers[number][offset : offset + nbytes], scratch)
                     target[k] = scratch[rows]
+
+
+#: blosc 1 header (version, versionlz, flags, typesize, nbytes, blocksize, cbytes), then the
+#: first block's start and, unsplit, that block's compressed size.
+_HEADER = struct.Struct("<BBBBiiiii")
+_ZSTD = 4  # blosc 1 compressor code (flags >> 5)
+_UNSPLIT = 0x10  # flags: each block one stream (always so for zstd)
+_MEMCPYED = 0x02  # flags: stored uncompressed
+
+
+class _Decoder:
+    """Decodes blosc 1 chunks into arrays, one thread's (see the module docstring).
+
+    A zstd chunk of one unsplit block, ``header | start | size | zstd frame``, is decoded with
+    this thread's zstd context into a stored-block frame ``header' | start | nbytes | shuffled
+    bytes``, which blosc then copies and bit- (or byte-) unshuffles into ``dest``, as it does
+    for a block that did not compress. Any other chunk, and any chunk the checks do not
+    recognise, goes to ``numcodecs.blosc.decompress`` unchanged (which reports errors)."""
+
+    def __init__(self) -> None:
+        self.zstd = zstandard.ZstdDecompressor()
+        self.frame = bytearray(0)
+
+    def decode(self, chunk: bytes | memoryview, dest: np.ndarray) -> None:
+        n = dest.nbytes
+        if len(chunk) > 24:
+            _, _, flags, _, nbytes, blocksize, cbytes, start, size = _HEADER.unpack_from(chunk)
+            if (
+                flags >> 5 == _ZSTD
+                and flags & (_UNSPLIT | _MEMCPYED) == _UNSPLIT
+                and nbytes == blocksize == n
+                and start == 20
+                and cbytes == len(chunk) == 24 + size
+                and 0 < size < n
+            ):
+                try:
+                    block = self.zstd.decompress(memoryview(chunk)[24:], max_output_size=n)
+                except zstandard.ZstdError:
+                    block = b""
+                if len(block) == n:
+                    if len(self.frame) < 24 + n:
+                        self.frame = bytearray(24 + n)
+                    frame = memoryview(self.frame)[: 24 + n]
+                    frame[:16] = memoryview(chunk)[:16]
+                    struct.pack_into("<iii", frame, 12, 24 + n, 20, n)
+                    frame[24:] = block
+                    blosc.decompress(frame, dest)
+                    return
+        blosc.decompress(chunk, dest)
 
 
 # --- where the bytes come from --------------------------------------------------------------------
@@ -558,67 +670,111 @@ class _Files:
     def fetch(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
         raise NotImplementedError
 
+    def count(self, requests: int) -> None:
+        self.requests += requests
+
     def close(self) -> None:
         pass
 
 
 class _LocalFiles(_Files):
-    """``os.pread`` on kept-open file descriptors (at most ``_MAX_OPEN``, least recent closed)."""
+    """``os.pread`` on kept-open file descriptors: at most ``_MAX_OPEN`` unused ones (least
+    recent closed first); the files a :class:`Prepared` reads stay open until it is closed."""
 
     def __init__(self, root: str) -> None:
         self._root = root
         self._fds: OrderedDict[str, int] = OrderedDict()
+        self._users: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _fd(self, key: str) -> int | None:
+    def count(self, requests: int) -> None:
         with self._lock:
-            self.requests += 1
-            fd = self._fds.get(key)
-            if fd is not None:
-                self._fds.move_to_end(key)
-                return fd
-            try:
-                fd = os.open(os.path.join(self._root, key), os.O_RDONLY)
-            except FileNotFoundError:
-                return None
-            self._fds[key] = fd
-            if len(self._fds) > _MAX_OPEN:
-                os.close(self._fds.popitem(last=False)[1])
+            self.requests += requests
+
+    def _fd(self, key: str) -> int | None:
+        """The open file of ``key`` (None: it does not exist); the caller holds the lock."""
+        fd = self._fds.get(key)
+        if fd is not None:
+            self._fds.move_to_end(key)
             return fd
+        try:
+            fd = os.open(os.path.join(self._root, key), os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        self._fds[key] = fd
+        if len(self._fds) > _MAX_OPEN:
+            for old in list(self._fds):
+                if len(self._fds) <= _MAX_OPEN:
+                    break
+                if not self._users.get(old):
+                    os.close(self._fds.pop(old))
+        return fd
+
+    def acquire(self, key: str) -> int | None:
+        """The open file of ``key``, kept open until :meth:`release` (None: no such file)."""
+        with self._lock:
+            fd = self._fd(key)
+            if fd is not None:
+                self._users[key] = self._users.get(key, 0) + 1
+            return fd
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            users = self._users.get(key, 0) - 1
+            if users > 0:
+                self._users[key] = users
+            else:
+                self._users.pop(key, None)
+
+    def read(self, fd: int, key: str, view: memoryview, start: int) -> None:
+        """Read ``len(view)`` bytes from ``start`` of an acquired file into ``view``."""
+        if os.preadv(fd, [view], start) != len(view):
+            raise StoreError(f"{self._root}/{key}: shard is shorter than its index says")
+        self.count(1)
+
+    def advise(self, ranges: Sequence[tuple[str, int, int]]) -> dict[str, int]:
+        """Acquire the file of each key of ``ranges`` and ask the kernel to read the ranges
+        ahead (no-op for cached pages); the open files by key."""
+        fds: dict[str, int] = {}
+        for key, start, stop in ranges:
+            fd = fds.get(key)
+            if fd is None:
+                got = self.acquire(key)
+                if got is None:
+                    for held in fds:
+                        self.release(held)
+                    raise StoreError(f"{self._root}/{key}: shard vanished while reading")
+                fd = fds[key] = got
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(fd, start, stop - start, os.POSIX_FADV_WILLNEED)
+        return fds
 
     def fetch(self, requests: Sequence[tuple[str, int, int]]) -> list[bytes | None]:
         out: list[bytes | None] = []
         for key, start, stop in requests:
-            fd = self._fd(key)
+            fd = self.acquire(key)
             if fd is None:
                 out.append(None)
                 continue
-            if start < 0:
-                stop = os.fstat(fd).st_size
-                start = max(0, stop + start)
-            data = os.pread(fd, stop - start, start)
+            try:
+                if start < 0:
+                    stop = os.fstat(fd).st_size
+                    start = max(0, stop + start)
+                data = os.pread(fd, stop - start, start)
+            finally:
+                self.release(key)
             if len(data) != stop - start:
                 raise StoreError(f"{self._root}/{key}: shard is shorter than its index says")
+            self.count(1)
             out.append(data)
         return out
-
-    def read_into(self, jobs: Sequence[tuple[tuple[str, int, int], memoryview]]) -> list[str]:
-        """Read each range into its buffer; the keys of the objects that do not exist."""
-        missing = []
-        for (key, start, stop), view in jobs:
-            fd = self._fd(key)
-            if fd is None:
-                missing.append(key)
-                continue
-            if os.preadv(fd, [view], start) != stop - start:
-                raise StoreError(f"{self._root}/{key}: shard is shorter than its index says")
-        return missing
 
     def close(self) -> None:
         with self._lock:
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()
+            self._users.clear()
 
 
 class _RemoteFiles(_Files):

@@ -245,6 +245,52 @@ def test_epochs_are_shard_aware(small_shards: Path) -> None:
     assert plain.tolist() == list(range(60))
 
 
+def test_epoch_batches_are_the_stores_values_and_reuse_only_released_arrays(
+    v2_shaped: Path,
+) -> None:
+    data = SampleDataset(v2_shaped)
+    expected = expected_of(v2_shaped)
+    names = [n for n in expected if n != "patch_id"]
+
+    def check(batch: dict[str, Any]) -> None:
+        for name in names:
+            assert np.array_equal(batch[name], expected[name][batch["index"]]), name
+        assert batch["patch_id"].tolist() == expected["patch_id"][batch["index"]].tolist()
+
+    kept = list(data.batches(4, seed=3))  # every batch kept: all distinct memory, all right
+    for batch in kept:
+        check(batch)
+    pointers = [b["bands_10m"].ctypes.data for b in kept]
+    assert len(set(pointers)) == len(pointers)
+    # batches let go as the loop moves on: their arrays come back (after the prefetched ones)
+    seen, pointers = 0, []
+    for batch in data.batches(4, seed=3):
+        check(batch)
+        seen += len(batch["index"])
+        pointers.append(batch["bands_10m"].ctypes.data)
+    assert seen == 60 and len(set(pointers)) < len(pointers)
+    # anything still referring to a batch's arrays keeps them: views, tensors, the arrays
+    views, tensors, arrays = [], [], []
+    for k, batch in enumerate(data.batches(4, seed=3)):
+        index = batch["index"].copy()
+        if k % 3 == 0:
+            views.append((index, batch["bands_20m"][1:, ::2]))
+        elif k % 3 == 1:
+            tensors.append((index, torch.from_numpy(batch["bands_s1"])))
+        else:
+            arrays.append((index, batch["reference_map"]))
+    for index, view in views:
+        assert np.array_equal(view, expected["bands_20m"][index][1:, ::2])
+    for index, tensor in tensors:
+        assert np.array_equal(tensor.numpy(), expected["bands_s1"][index])
+    for index, array in arrays:
+        assert np.array_equal(array, expected["reference_map"][index])
+    subset = SampleDataset(v2_shaped, bands=["VH", "B8A", "B02"], modalities=["s2", "s1"])
+    for batch in subset.batches(8, seed=1, prefetch=0):
+        assert np.array_equal(batch["bands_s1"], expected["bands_s1"][batch["index"]][:, [1]])
+        assert np.array_equal(batch["bands_20m"], expected["bands_20m"][batch["index"]][:, [3]])
+
+
 def test_epoch_transform_and_early_stop(small_shards: Path) -> None:
     data = SampleDataset(small_shards)
     sizes = list(data.batches(16, transform=lambda b: len(b["index"])))

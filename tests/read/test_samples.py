@@ -89,8 +89,10 @@ def test_each_shard_index_is_read_once(small_shards: Path) -> None:
     for i in range(16):  # the whole first shard, sample by sample
         store.sample(i, takes)
     assert store.requests == 2 * 16 + 2  # one range per array and sample, one index per array
-    store.samples(np.arange(16, 60), takes)  # the other three shards whole: index + one range each
-    assert store.requests == 2 * 16 + 2 + 2 * 3 * 2
+    store.samples(np.arange(16, 60), takes)  # the other three shards: an index each, then
+    assert store.requests == 2 * 16 + 2 + 2 * 3 + 2 * 44  # locally one read per chunk
+    store.samples(np.arange(0, 60), takes)
+    assert store.requests == 2 * 16 + 2 + 2 * 3 + 2 * 44 + 2 * 60  # no index read again
 
 
 def test_a_corrupt_shard_index_is_refused(small_shards: Path, tmp_path: Path) -> None:
@@ -196,3 +198,47 @@ def test_a_written_v2_store_reads_what_went_into_it(v2_store: Any) -> None:
     order = np.arange(store.size)[::-1]
     for name, values in store.samples(order, takes).items():
         assert np.array_equal(values, v2_store.pixels[name][order]), name
+
+
+def test_the_zstd_chunk_decoder_equals_blosc_and_leaves_the_rest_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from numcodecs import blosc
+
+    from ingest.read import samples
+
+    rng = np.random.default_rng(4)
+    smooth = (rng.normal(1500, 40, (4, 120, 120)).cumsum(axis=2) % 4000).astype(np.uint16)
+    cases = [  # (values, compressor, shuffle, blocksize, fast path expected)
+        (smooth, "zstd", blosc.BITSHUFFLE, 0, True),
+        (rng.normal(-15, 5, (2, 120, 120)).astype(np.float32), "zstd", blosc.BITSHUFFLE, 0, True),
+        (smooth[:2, :20, :20], "zstd", blosc.SHUFFLE, 0, True),
+        (smooth[0, :40, :40], "zstd", blosc.NOSHUFFLE, 0, True),
+        (rng.integers(0, 2**16, (4, 64, 64)).astype(np.uint16), "zstd", blosc.NOSHUFFLE, 0, False),
+        (smooth, "zstd", blosc.BITSHUFFLE, 1 << 14, False),  # several blocks
+        (smooth, "lz4", blosc.BITSHUFFLE, 0, False),
+        (smooth[:1, :2, :2], "zstd", blosc.BITSHUFFLE, 0, False),  # tiny: stored as it is
+    ]
+    calls: list[int] = []
+    zstandard_decompress = samples.zstandard.ZstdDecompressor.decompress
+
+    def counting(self: Any, data: Any, **options: Any) -> bytes:
+        calls.append(1)
+        return zstandard_decompress(self, data, **options)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(samples.zstandard.ZstdDecompressor, "decompress", counting)
+    decoder = samples._Decoder()
+    for values, cname, shuffle, blocksize, fast in cases:
+        chunk = blosc.compress(values.tobytes(), cname.encode(), 3, shuffle, blocksize)
+        for source in (chunk, memoryview(bytearray(b"xx" + chunk))[2:]):
+            calls.clear()
+            out = np.empty_like(values)
+            decoder.decode(source, out)
+            assert np.array_equal(out, values), (cname, shuffle, blocksize)
+            assert bool(calls) is fast, (cname, shuffle, blocksize)
+    chunk = bytearray(blosc.compress(smooth.tobytes(), b"zstd", 3, blosc.BITSHUFFLE))
+    chunk[40:48] = b"\xff" * 8  # corrupt zstd data: blosc itself reports it
+    with pytest.raises(RuntimeError):
+        decoder.decode(bytes(chunk), np.empty_like(smooth))
+    with pytest.raises((RuntimeError, ValueError)):  # a destination of another size
+        decoder.decode(blosc.compress(smooth.tobytes(), b"zstd", 3, 2), np.empty(10, np.uint16))
