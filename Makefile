@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_ingest.py --patches $(N)
 	$(BIN)/python benchmarks/bench_v2.py --patches $(N)
+	$(BIN)/python benchmarks/bench_partners.py --patches $(N)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_read.py

@@ -45,16 +45,10 @@ with open(sys.argv[1], "rb") as raw, zstandard.ZstdDecompressor().stream_reader(
 """
 
 
-# Until v2 stores carry their labels (being fixed on another branch), ``ingest run`` writes the
-# whole store and then fails its final check with this message (exit 5). Such a run is measured
-# all the same and the report says so; any other failure stops the benchmark.
-KNOWN_GAP = "the written store fails its checks: labels: missing"
-
-
-def measure(cmd: list[str]) -> tuple[float, float, int, bool]:
+def measure(cmd: list[str]) -> tuple[float, float, int]:
     """Wall time, CPU time (user + system of the whole process tree, as the kernel accounts
-    waited-for children), peak RSS (bytes, summed over the process tree) and whether the run hit
-    KNOWN_GAP, as bench_ingest.measure samples them."""
+    waited-for children) and peak RSS (bytes, summed over the process tree), as
+    bench_ingest.measure samples them; a failed run stops the benchmark."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -70,10 +64,9 @@ def measure(cmd: list[str]) -> tuple[float, float, int, bool]:
     _, err = process.communicate()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    gap = process.returncode == 5 and KNOWN_GAP in err.decode()
-    if process.returncode and not gap:
+    if process.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed ({process.returncode}):\n{err.decode()}")
-    return seconds, cpu, peak, gap
+    return seconds, cpu, peak
 
 
 @dataclass(frozen=True)
@@ -121,13 +114,11 @@ def main() -> None:
     runs: dict[str, list[float]] = {"floor": [], "ingest": []}
     cpus: dict[str, list[float]] = {"floor": [], "ingest": []}
     rss: list[int] = []
-    gaps = 0
     for round_ in range(args.repeat):
         for name, cmd in (("floor", floor), ("ingest", ingest)):
-            seconds, cpu, peak, gap = measure(cmd)
+            seconds, cpu, peak = measure(cmd)
             runs[name].append(seconds)
             cpus[name].append(cpu)
-            gaps += gap
             if name == "ingest":
                 rss.append(peak)
             print(f"round {round_ + 1}: {name:6s} {seconds:7.2f} s  ({n / seconds:,.0f} patches/s)"
@@ -147,7 +138,6 @@ def main() -> None:
         "ingest_over_floor_cpu": cpu_med["ingest"] / cpu_med["floor"],
         "peak_rss_bytes": max(rss),
         "projected_full_v2_seconds": med["ingest"] / n * FULL_V2,
-        "runs_failing_the_final_store_check": gaps,
     }
     (out / "bench_v2.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nreBEN v2, {n:,} patches, median of {args.repeat}")
@@ -165,9 +155,6 @@ def main() -> None:
     print(f"peak RSS of the ingest (tree)    {max(rss) / 2**20:8,.0f} MiB (target <= 1024)")
     hours = report["projected_full_v2_seconds"] / 3600
     print(f"projected for {FULL_V2:,} patches  {hours:8.2f} h")
-    if gaps:
-        print(f"note: {gaps} of {args.repeat} ingest runs wrote the store, then failed its final "
-              f"check ({KNOWN_GAP!r}): a known gap, fixed on another branch")  # fmt: skip
 
 
 if __name__ == "__main__":
