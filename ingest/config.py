@@ -25,12 +25,15 @@ OnError = Literal["fail", "skip"]
 Via = Literal["archive", "items"]
 
 
-def default_workers() -> int:
-    """Writer processes: the cores this process may use, less one for the reader (at least 1)."""
+def default_workers(partners: bool = False) -> int:
+    """Writer processes: the cores this process may use, less one for the reader (at least 1);
+    one more with Sentinel-1 or reference maps, whose writers also compress the S1 patches
+    (measured on 2 cores, 10,000 reBEN patches with S1 and maps: 20.9 s with 1 writer, 17.9 s
+    with 2; S2 alone 9.5-10.2 s against 9.2 s, within the noise)."""
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
-    return max(1, cores - 1)
+    return max(1, cores - 1) + (1 if partners else 0)
 
 
 @dataclass(frozen=True)

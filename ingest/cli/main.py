@@ -146,7 +146,8 @@ def main(debug: bool) -> None:
     "--workers",
     type=click.IntRange(min=0),
     default=None,
-    help=f"Writer processes (0 = write in the reader). [default: {default_workers()}]",
+    help="Writer processes (0 = write in the reader). [default: "
+    f"{default_workers()}, {default_workers(partners=True)} with S1 or reference maps]",
 )
 @click.option(
     "--on-error",
@@ -260,7 +261,9 @@ def run(
         shard_size=shard_size,
         overwrite=overwrite,
         resume=resume,
-        workers=default_workers() if workers is None else workers,
+        workers=default_workers(bool(s1_archive or reference_maps or modalities))
+        if workers is None
+        else workers,
         on_error="skip" if on_error == "skip" else "fail",
         endpoint=Endpoint(api_key=api_key, profile=profile),
         via="items" if via == "items" else "archive",
