@@ -326,3 +326,25 @@ def test_a_cluster_writing_to_s3_gives_the_same_store(v2: ReleaseSample, v2_stor
         ingest_release(v2, location, cluster="local:1", storage_options=location.storage_options)  # type: ignore[arg-type]
         assert check(location) == []
         assert store_differences(v2_store, location) == []
+
+
+def test_a_v1_s1_json_pairing_against_the_official_table(tmp_path: Path) -> None:
+    import json
+
+    sample = write_release_sample(tmp_path, layout="zenodo-v1", real=True, s1=True)
+    victim = sample.s1_of[sample.patches[0]]
+    other = sample.patches[1]
+
+    def edit(info: Any, data: bytes | None) -> list[Any]:
+        if data is not None and info.name.endswith(f"{victim}_labels_metadata.json"):
+            doc = json.loads(data)
+            doc["corresponding_s2_patch"] = other
+            return [(info, json.dumps(doc).encode())]
+        return [(info, data)]
+
+    s1 = rewrite_archive(sample.s1[0], tmp_path / "other-S1.tar.gz", edit)
+    store = tmp_path / "s.zarr"
+    code, out = cli(str(store), "--source-archive", str(sample.s2[0]), "--s1-archive", str(s1))
+    assert code == 3, out
+    assert f"pairs {victim} with {other}, but the official S1-S2 table pairs {other} with" in out
+    assert zarr.open_group(str(store)).attrs["complete"] is False
