@@ -337,7 +337,8 @@ def _read(tar: TarReader, info: Member, culprit: str) -> bytes:
         raise corrupt(culprit, exc) from None
 
 
-def _parse_json(data: bytes, member: str) -> dict[str, Any]:
+def parse_json(data: bytes, member: str) -> dict[str, Any]:
+    """A JSON object from a member's bytes; anything else is an InputDataError naming it."""
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -376,4 +377,4 @@ def parse_item_json(item: ArchiveItem, file: str = "stac.json") -> dict[str, Any
     data = item.files.get(file)
     if data is None:
         raise InputDataError(item.folder, f"item has no {file}")
-    return _parse_json(data, item.member(file))
+    return parse_json(data, item.member(file))

@@ -14,7 +14,6 @@ Pairing always comes from the official sources, never from rewriting names.
 
 from __future__ import annotations
 
-import json
 from array import array as packed
 from bisect import bisect_left
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 
-from ..archive.members import ArchiveItem
+from ..archive.members import ArchiveItem, parse_json
 from ..decode.partners import Georef, decode_reference_map, decode_s1
 from ..errors import InputDataError
 from ..sources.inputs import InputSpec
@@ -66,11 +65,7 @@ def s1_v1(spec: InputSpec) -> Partner:
         member = item.member(LABELS_FILE)
         if data is None:
             raise InputDataError(item.folder, f"S1 patch folder has no {item.prefix}{LABELS_FILE}")
-        try:
-            document = json.loads(data)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputDataError(member, f"invalid JSON: {exc}") from None
-        s2 = document.get("corresponding_s2_patch") if isinstance(document, dict) else None
+        s2 = parse_json(data, member).get("corresponding_s2_patch")
         if not isinstance(s2, str) or not s2:
             raise InputDataError(member, "no corresponding_s2_patch")
         (official,) = official_s1([s2])

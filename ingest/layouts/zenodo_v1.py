@@ -10,14 +10,13 @@ before the archive, so a patch's labels join the index as the patch arrives.
 
 from __future__ import annotations
 
-import json
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
 
-from ..archive.members import ArchiveItem
+from ..archive.members import ArchiveItem, parse_json
 from ..errors import InputDataError, UsageError
 from ..nomenclature import CLASS_INDEX, CLASSES_43
 from .base import Inputs, Sink
@@ -35,12 +34,7 @@ CAPACITY: Final = 600_000
 
 def parse_labels_json(data: bytes, member: str) -> tuple[int, int]:
     """(43-class mask, acquisition time) of a v1 ``labels_metadata.json``."""
-    try:
-        document = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputDataError(member, f"invalid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise InputDataError(member, "invalid JSON: expected an object")
+    document = parse_json(data, member)
     labels = document.get("labels")
     if not isinstance(labels, list) or not all(isinstance(n, str) for n in labels):
         raise InputDataError(member, "labels: expected a list of class names")
