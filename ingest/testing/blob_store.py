@@ -94,3 +94,33 @@ def _inject_body_faults(
         # werkzeug's server closes every connection after its response, so the client sees
         # the body end early instead of waiting for bytes that never come.
         response.content_length = length + WRONG_LENGTH_EXTRA
+
+
+class RoutesApp:
+    """The WSGI plumbing the emulator's route sets (MLHub, Zenodo) share: each request is answered
+    by the subclass's ``_respond``; a bug there is answered with 500 and reported to ``on_error``
+    (the server stays up); every answer's status goes to ``on_response``."""
+
+    def __init__(
+        self,
+        *,
+        faults: FaultState,
+        on_response: Callable[[Request, int], None],
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self._faults = faults
+        self._on_response = on_response
+        self._on_error = on_error
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        request = Request(environ)
+        try:
+            response = self._respond(request)
+        except Exception as exc:  # a bug in the emulator: answer 500, keep the server alive
+            self._on_error(exc)
+            response = error_response(500, "Internal Server Error")
+        self._on_response(request, response.status_code)
+        return response(environ, start_response)
+
+    def _respond(self, request: Request) -> Response:
+        raise NotImplementedError

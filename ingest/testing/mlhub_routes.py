@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import hmac
 import io
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, BinaryIO, cast
+from collections.abc import Callable, Mapping
+from typing import BinaryIO, cast
 from urllib.parse import quote
 
 from werkzeug.exceptions import HTTPException
@@ -35,6 +35,7 @@ from werkzeug.wrappers import Request, Response
 from ingest.testing import stac_documents as docs
 from ingest.testing.archive_index import ArchiveIndex, MemberReader, asset_etag
 from ingest.testing.blob_store import (
+    RoutesApp,
     blob_response,
     error_response,
     json_response,
@@ -85,7 +86,7 @@ def _see_other(location: str) -> Response:
     return response
 
 
-class MlhubApp:
+class MlhubApp(RoutesApp):
     """The emulator's WSGI application over an :data:`ArchiveIndex`."""
 
     def __init__(
@@ -98,27 +99,15 @@ class MlhubApp:
         on_response: Callable[[Request, int], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
+        super().__init__(faults=faults, on_response=on_response, on_error=on_error)
         self._index = index
         self._readers = readers
         self._api_key = api_key
-        self._faults = faults
-        self._on_response = on_response
-        self._on_error = on_error
         self._endpoints: dict[str, Callable[..., Response]] = {
             rule.endpoint: getattr(self, f"_{rule.endpoint}")
             for rule in _URL_MAP.iter_rules()
             if isinstance(rule.endpoint, str)
         }
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        request = Request(environ)
-        try:
-            response = self._respond(request)
-        except Exception as exc:  # a bug in the emulator: answer 500, keep the server alive
-            self._on_error(exc)
-            response = error_response(500, "Internal Server Error")
-        self._on_response(request, response.status_code)
-        return response(environ, start_response)
 
     def _respond(self, request: Request) -> Response:
         refusal = self._faults.claim_unavailable()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Final, cast
@@ -39,6 +39,7 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from ingest.testing.blob_store import (
+    RoutesApp,
     blob_response,
     error_response,
     json_response,
@@ -163,7 +164,7 @@ def _compute_md5(path: Path) -> str:
         return hashlib.file_digest(raw, "md5").hexdigest()
 
 
-class ZenodoApp:
+class ZenodoApp(RoutesApp):
     """WSGI application of the Zenodo routes over the files of ``directory``."""
 
     def __init__(
@@ -174,26 +175,14 @@ class ZenodoApp:
         on_response: Callable[[Request, int], None],
         on_error: Callable[[BaseException], None],
     ) -> None:
+        super().__init__(faults=faults, on_response=on_response, on_error=on_error)
         self.files = zenodo_files(directory)
-        self._faults = faults
-        self._on_response = on_response
-        self._on_error = on_error
         self._checksums = _Checksums()
 
     @staticmethod
     def handles(path: str) -> bool:
         """Whether a request path belongs to these routes."""
         return path.startswith(_PREFIXES)
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        request = Request(environ)
-        try:
-            response = self._respond(request)
-        except Exception as exc:  # a bug in the emulator: answer 500, keep the server alive
-            self._on_error(exc)
-            response = error_response(500, "Internal Server Error")
-        self._on_response(request, response.status_code)
-        return response(environ, start_response)
 
     def _respond(self, request: Request) -> Response:
         refusal = self._faults.claim_unavailable()
