@@ -22,13 +22,11 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
+from bench_ingest import measure as measure_wall
 from bench_ingest import warm_tables_cache
 
 from ingest.testing.releases import write_release_sample
@@ -47,25 +45,12 @@ with open(sys.argv[1], "rb") as raw, zstandard.ZstdDecompressor().stream_reader(
 
 def measure(cmd: list[str]) -> tuple[float, float, int]:
     """Wall time, CPU time (user + system of the whole process tree, as the kernel accounts
-    waited-for children) and peak RSS (bytes, summed over the process tree), as
-    bench_ingest.measure samples them; a failed run stops the benchmark."""
+    waited-for children) and peak RSS of one command (:func:`bench_ingest.measure`, which stops
+    the benchmark on a failed run)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    process = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = 0
-    while process.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.1)
-    seconds = time.perf_counter() - start
-    _, err = process.communicate()
+    seconds, peak = measure_wall(cmd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    if process.returncode:
-        raise SystemExit(f"{' '.join(cmd)} failed ({process.returncode}):\n{err.decode()}")
     return seconds, cpu, peak
 
 
