@@ -253,11 +253,7 @@ def archive_head(
         session, f"archive/{quote(collection)}", what=what, policy=policy, method="HEAD",
         missing=f"archive {collection!r} does not exist (it may still be generating)",
     )  # fmt: skip
-    length = response.headers.get("Content-Length", "")
-    if not length.isdigit():
-        raise NetworkError(f"{what}: the server did not say the archive's size")
-    return RemoteFile(response.url, file_name(response.url), int(length),
-                      response.headers.get("ETag"))  # fmt: skip
+    return _remote_file(response, what, "archive")
 
 
 def download_archive(
@@ -287,9 +283,14 @@ def url_head(
 ) -> RemoteFile:
     """HEAD any URL (redirects followed): its final URL, file name, size and ETag."""
     response = api_request(session, url, what=what, policy=policy, method="HEAD")
+    return _remote_file(response, what, "file")
+
+
+def _remote_file(response: requests.Response, what: str, kind: str) -> RemoteFile:
+    """The final URL, file name, size and ETag a HEAD answered; a missing size is an error."""
     length = response.headers.get("Content-Length", "")
     if not length.isdigit():
-        raise NetworkError(f"{what}: the server did not say the file's size")
+        raise NetworkError(f"{what}: the server did not say the {kind}'s size")
     return RemoteFile(response.url, file_name(response.url), int(length),
                       response.headers.get("ETag"))  # fmt: skip
 
