@@ -17,15 +17,19 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
 from ..store.location import StoreLocation
+from .conventions import ModelReady, Statistics
+from .conventions import convention as make_convention
 from .epochs import Epoch, StoreSource
+from .model import ModelSource
 from .samples import SampleStore, Take
+from .statistics import recorded
 
 __all__ = ["MODALITIES", "SampleDataset"]
 
@@ -68,6 +72,11 @@ class SampleDataset:
         bands: str | Sequence[str] | None = None,
         transform: Callable[[dict[str, Any]], Any] | None = None,
         storage_options: dict[str, Any] | None = None,
+        convention: str | None = None,
+        interpolation: str | None = None,
+        size: int = 120,
+        normalize: bool | str | Statistics | Mapping[str, tuple[float, float]] = False,
+        num_classes: int = 19,
     ) -> None:
         self.store = SampleStore.open(store, storage_options)
         if self.store.attrs.get("complete") is not True:
@@ -79,8 +88,26 @@ class SampleDataset:
                 IncompleteStoreWarning,
                 stacklevel=2,
             )
-        self.takes = _takes(self.store, modalities, bands)
-        self.labels = tuple(n for n in ("labels", "labels19") if n in self.store.tables)
+        self.model: ModelReady | None = None
+        """The model-ready conversion when a ``convention`` is given."""
+        if convention is None:
+            unused = {"interpolation": interpolation, "normalize": normalize}
+            given = [k for k, v in unused.items() if v not in (None, False)]
+            if given or size != 120 or num_classes != 19:
+                raise UsageError(f"{(given or ['size/num_classes'])[0]} needs a convention "
+                                 "(convention='configilm' or 'torchgeo')")  # fmt: skip
+            self.takes = _takes(self.store, modalities, bands)
+            self.labels: tuple[str, ...] = tuple(
+                n for n in ("labels", "labels19") if n in self.store.tables
+            )
+        else:
+            if modalities is not None:
+                raise UsageError("with a convention, `bands` chooses what is read (not modalities)")
+            self.model = _model_ready(self.store, convention, bands, interpolation, size,
+                                      normalize, num_classes, split)  # fmt: skip
+            names = [*self.model.arrays, *(["reference_map"] if self.model.convention.mask else [])]
+            self.takes = [Take(self.store.arrays[n]) for n in names]
+            self.labels = (self.model.convention.label,)
         self._tables = (*self.labels, "patch_id")
         for name in self._tables:  # loaded once here; a spawned worker loads them on first use
             self.store.table(name)
@@ -132,7 +159,16 @@ class SampleDataset:
 
     def __getitem__(self, i: int) -> Any:
         sample = self.store.sample(self._position(i), self.takes, self._tables)
+        if self.model is not None:
+            sample = self._model_sample(sample)
         return sample if self.transform is None else self.transform(sample)
+
+    def _model_sample(self, sample: dict[str, Any]) -> dict[str, Any]:
+        assert self.model is not None
+        out = self.model.empty(1)
+        self.model.apply({k: np.asarray(v)[None] for k, v in sample.items()
+                          if k != "patch_id"}, out)  # fmt: skip
+        return {k: v[0] for k, v in out.items()}
 
     def __getitems__(self, indices: Sequence[int]) -> list[Any]:
         """Many samples at once (DataLoader calls this for a batch when it exists): on object
@@ -148,10 +184,15 @@ class SampleDataset:
         finally:
             prepared.close()
         arrays.update(source.extras(positions))
+        if self.model is not None:
+            native = arrays
+            arrays = self.model.empty(len(positions))
+            self.model.apply(native, arrays)
         samples = []
         for k in range(len(positions)):
             sample: dict[str, Any] = {name: values[k] for name, values in arrays.items()}
-            sample["patch_id"] = str(sample["patch_id"])
+            if "patch_id" in sample:
+                sample["patch_id"] = str(sample["patch_id"])
             samples.append(sample if self.transform is None else self.transform(sample))
         return samples
 
@@ -179,9 +220,14 @@ class SampleDataset:
         same number of full batches). ``transform`` is called on each batch, on the reading
         thread. A batch's arrays are reused for a later batch only once nothing refers to them
         any more (keep the batch, an array, a view or a tensor of it, and it stays as it is).
-        Hand it to ``DataLoader(epoch, batch_size=None, num_workers=N)`` as it is."""
+        Hand it to ``DataLoader(epoch, batch_size=None, num_workers=N)`` as it is.
+        With a ``convention``, batches are model-ready (``image``, ``label`` (, ``mask``) and
+        ``index``): each sample decoded and resampled straight into its row of the batch
+        (:mod:`ingest.read.model`), the batch's arrays reused the same way."""
         _register_with_torch()
         source = StoreSource(self.store, self.takes, self.positions, self._tables)
+        if self.model is not None:
+            source = ModelSource(source, self.model)
         return Epoch(
             source,
             source.blocks(),
@@ -243,3 +289,34 @@ def _register_with_torch() -> None:
         import torch.utils.data
 
         torch.utils.data.IterableDataset.register(Epoch)
+
+
+def _model_ready(
+    store: SampleStore,
+    name: str,
+    bands: str | int | Sequence[str] | None,
+    interpolation: str | None,
+    size: int,
+    normalize: bool | str | Statistics | Mapping[str, tuple[float, float]],
+    num_classes: int,
+    split: str | Sequence[str] | None,
+) -> ModelReady:
+    """The convention ``name`` checked against the store, with its statistics resolved."""
+    arrays = {n: a.bands for n, a in store.arrays.items()}
+    arrays.update({t: None for t in store.tables if t != "patch_id"})
+    mode = "gdal" if name == "torchgeo" else (interpolation or "nearest")
+    stats: bool | Statistics
+    if isinstance(normalize, Statistics | bool):
+        stats = normalize
+    elif normalize == "store":
+        stats = recorded(store.attrs, str(store.location), split, size, mode)
+    elif isinstance(normalize, Mapping):
+        means = {b: float(m) for b, (m, _) in normalize.items()}
+        stats = Statistics(means, {b: float(s) for b, (_, s) in normalize.items()}, "normalize")
+    else:
+        raise UsageError(
+            f"normalize is True, False, 'store' or {{band: (mean, std)}}, not {normalize!r}"
+        )
+    conv = make_convention(name, arrays, bands=bands, interpolation=interpolation, size=size,
+                           normalize=stats, num_classes=num_classes)  # fmt: skip
+    return ModelReady(conv, arrays)
