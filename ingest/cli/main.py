@@ -11,7 +11,7 @@ import click
 
 from .._version import __version__
 from ..config import DEFAULT_SHARD_SIZE, RunConfig, default_workers
-from ..errors import StoreError
+from ..errors import StoreError, UsageError
 from ..layouts.labels import Selection
 from ..nomenclature import LABELS_COLLECTION, SOURCE_COLLECTION
 from ..sources.download import redact
@@ -332,6 +332,69 @@ def info(store: str, plot_path: Path | None, storage_options: dict[str, Any]) ->
     if plot_path is not None:
         plot(store, plot_path, storage_options)
         click.echo(f"figure: {plot_path}")
+
+
+@main.command()
+@click.argument("store", metavar="STORE")
+@click.option("--split", default="train", show_default=True,
+              help="Samples of this split (train, validation, test), or 'all'.")  # fmt: skip
+@click.option(
+    "--size",
+    type=click.IntRange(1, 4096),
+    default=120,
+    show_default=True,
+    help="Bands resampled to SIZE x SIZE pixels first, as the model will see them.",
+)
+@click.option(
+    "--interpolation",
+    type=click.Choice(["nearest", "bilinear", "bicubic", "gdal"]),
+    default="bilinear",
+    show_default=True,
+    help="How the 20 m and 60 m bands are resampled: torch's modes (ConfigILM) or gdal "
+    "(torchgeo: GDAL bilinear, rounded).",
+)
+@click.option(
+    "--cluster",
+    metavar="local:N|ADDRESS",
+    help="Compute on dask.distributed: N local worker processes or a scheduler.",
+)
+@storage_options_option
+@handle_errors
+def stats(
+    store: str,
+    split: str,
+    size: int,
+    interpolation: str,
+    cluster: str | None,
+    storage_options: dict[str, Any],
+) -> None:
+    """Compute the mean and standard deviation of every band (S2, and S1 when the store has
+    it) over the samples of a split, with dask, and record them in STORE (the `statistics`
+    attribute, shown by `ingest info`; `SampleDataset(..., normalize="store")` uses them)."""
+    from ..read.statistics import compute, record
+
+    client = local = None
+    if cluster:
+        from ..store.cluster import LOCAL_PREFIX, connect
+
+        count = cluster.removeprefix(LOCAL_PREFIX)
+        if cluster.startswith(LOCAL_PREFIX) and not (count.isdigit() and int(count) >= 1):
+            raise UsageError(f"--cluster {cluster}: local:N needs N >= 1 worker processes")
+
+        client, local = connect(cluster)
+    try:
+        result = compute(store, split=None if split == "all" else split, size=size,
+                         interpolation=interpolation, storage_options=storage_options)  # fmt: skip
+    finally:
+        if client is not None:
+            client.close()
+        if local is not None:
+            local.close()
+    record(store, result, storage_options)
+    click.echo(f"{store}: statistics of {result.samples:,} samples "
+               f"({split}, {size} x {size}, {interpolation}) recorded")  # fmt: skip
+    for band in result.mean:
+        click.echo(f"  {band:<5} mean {result.mean[band]:>12.4f}  std {result.std[band]:>12.4f}")
 
 
 for _command in (

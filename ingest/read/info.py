@@ -67,7 +67,8 @@ def summary(
     skipped), ``modalities`` (of ``s2``, ``s1``, ``reference_maps``: those with their arrays),
     ``classes`` (43 or 19: the store's nomenclature, 19 for ``bigearthnet-v2``),
     ``class_counts`` (name -> patches in the store's nomenclature, canonical order) and
-    ``class_counts_19`` (the same for the 19 classes), ``cloud_and_shadow`` and
+    ``class_counts_19`` (the same for the 19 classes), ``statistics`` (what ``ingest stats``
+    recorded: split, size, interpolation, per-band mean and std), ``cloud_and_shadow`` and
     ``seasonal_snow`` (patches flagged), ``split_counts`` (train/validation/test/"" -> patches, or
     None when the store has no split), ``size_bytes`` and ``layout`` (array -> shape, dtype,
     chunks, shards). Raises :class:`~ingest.errors.StoreError` when ``store`` is not a store.
@@ -96,7 +97,15 @@ def summary(
         "split_counts": _split_counts(arrays),
         "size_bytes": int(sync(group.store.getsize_prefix(group.path))),
         "layout": {name: _layout(arrays[name]) for name in DATA_VARIABLES if name in arrays},
+        "statistics": _statistics(attrs.get("statistics")),
     }
+
+
+def _statistics(entries: Any) -> list[dict[str, Any]]:
+    """The statistics ``ingest stats`` recorded (well-formed entries only)."""
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("bands"), dict)]
 
 
 def _layout(array: zarr.Array[Any]) -> dict[str, Any]:
@@ -166,6 +175,12 @@ def render(facts: dict[str, Any]) -> str:
             f"chunk {_shape(layout['chunks'])}"
             + ("" if shards is None else f", shard {_shape(shards)}")
         )
+    for entry in facts.get("statistics", []):
+        split, size = entry.get("split") or "all samples", entry.get("size")
+        lines.append(f"statistics ({split}, {entry.get('samples', 0):,} samples, "
+                     f"{size} x {size}, {entry.get('interpolation')}):")  # fmt: skip
+        for band, values in entry["bands"].items():
+            lines.append(f"  {band:<5} mean {values['mean']:>12.4f}  std {values['std']:>12.4f}")
     if facts["class_counts"] is not None:
         lines.append(f"classes ({facts['classes']}, canonical order):")
         width = max(len(f"{c:,}") for c in facts["class_counts"].values())

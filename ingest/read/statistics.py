@@ -27,6 +27,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import StoreError, UsageError
+from .accessor import SPLITS
 from .conventions import Statistics
 from .resample import INTERPOLATIONS, gdal_axis, resize_into, torch_axis
 
@@ -118,6 +119,8 @@ def compute(
         raise UsageError(f"unknown interpolation {interpolation!r} (one of {', '.join(MODES)})")
     if not isinstance(size, int) or not 1 <= size <= 4096:
         raise UsageError(f"size must be a number of pixels from 1 to 4096, not {size!r}")
+    if split is not None and split not in SPLITS:
+        raise UsageError(f"unknown split {split!r} (one of {', '.join(SPLITS)}, or all)")
     ds = open_store(store, storage_options=storage_options)
     if split is not None:
         if "split" not in ds.variables:
