@@ -58,7 +58,7 @@ class Tiny(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
         return self._step(batch, "val")
 
-    def test_step(self, batch: dict[str, Any], _: int) -> torch.Tensor:
+    def test_step(self, batch: dict[str, Any], index: int) -> torch.Tensor:
         return self._step(batch, "test")
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -84,7 +84,7 @@ def test_fit_a_few_steps(v2_store: Any, workers: int) -> None:
     assert len(train) == 6
     assert all(s[1:] == ((2, 12, 120, 120), torch.float32, torch.float32) for s in train)
     assert all(np.isfinite(model.losses))
-    epochs = [sum(model.indexes[k : k + 2], []) for k in (0, 2, 4)]
+    epochs = [model.indexes[k] + model.indexes[k + 1] for k in (0, 2, 4)]
     assert all(
         len(set(e)) == 4 and set(e) <= set(range(5)) for e in epochs
     )  # one short batch dropped
