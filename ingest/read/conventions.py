@@ -258,6 +258,16 @@ def _check_store(conv: Convention, arrays: Mapping[str, tuple[str, ...] | None])
 
 
 @dataclass(frozen=True)
+class _Group:
+    key: str
+    array: str
+    rows: np.ndarray
+    channels: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass(frozen=True)
 class _Band:
     key: str  # output key
     channel: int
@@ -274,17 +284,23 @@ class ModelReady:
         self.convention = conv
         self.bands: list[_Band] = []
         for key, names in conv.images:
-            for channel, band in enumerate(names):
-                array = next(a for a, bs in arrays.items() if bs and band in bs)
-                self.bands.append(_Band(key, channel, array, arrays[array].index(band)))  # type: ignore[union-attr]
+            for channel, name in enumerate(names):
+                array = next(a for a, bs in arrays.items() if bs and name in bs)
+                self.bands.append(_Band(key, channel, array, arrays[array].index(name)))  # type: ignore[union-attr]
         self.arrays = sorted({b.array for b in self.bands})
         """The band arrays it reads (and only the rows of ``bands`` from them)."""
         self._axes: dict[int, Axis] = {}
-        mean = None if conv.mean is None else np.asarray(conv.mean, np.float32)
-        std = None if conv.std is None else np.asarray(conv.std, np.float32)
-        self._norm = [(None, None) if mean is None or std is None
-                      else (mean[i : i + 1], std[i : i + 1])
-                      for i in range(len(self.bands))]  # fmt: skip
+        mean = np.zeros(len(self.bands), np.float32) if conv.mean is None else conv.mean
+        std = np.ones(len(self.bands), np.float32) if conv.std is None else conv.std
+        groups: dict[tuple[str, str], list[int]] = {}
+        for k, b in enumerate(self.bands):
+            groups.setdefault((b.key, b.array), []).append(k)
+        self._groups = [_Group(key, array, np.array([self.bands[k].row for k in ks], np.int64),
+                               np.array([self.bands[k].channel for k in ks], np.int64),
+                               np.array([mean[k] for k in ks], np.float32),
+                               np.array([std[k] for k in ks], np.float32))
+                        for (key, array), ks in groups.items()]  # fmt: skip
+        """The bands by output key and store array: one kernel call each per run of samples."""
         lut = np.arange(1 << 16, dtype=np.int64)
         for code, ordinal in TORCHGEO_CLC.items():
             lut[code] = ordinal
@@ -323,11 +339,11 @@ class ModelReady:
         """Resample the bands (and map the reference map) of the native rows into rows
         ``at, at + 1, …`` of ``out``."""
         n = len(next(iter(native.values())))
-        for band, (mean, std) in zip(self.bands, self._norm, strict=True):
-            src = native[band.array]
+        for group in self._groups:
+            src = native[group.array]
             axis = self._axis(src.shape[-1])
-            resize_into(src, out[band.key][at : at + n], axis, axis, mean, std, rows=[band.row],
-                        channels=[band.channel])  # fmt: skip
+            resize_into(src, out[group.key][at : at + n], axis, axis, group.mean, group.std,
+                        rows=group.rows, channels=group.channels)  # fmt: skip
         if self.convention.mask:
             np.take(self._lut, native["reference_map"], out=out["mask"][at : at + n, 0])
 

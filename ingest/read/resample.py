@@ -49,8 +49,8 @@ class Axis:
     ``taps`` input positions it reads and their weights."""
 
     kind: str
-    """``nearest``, ``linear`` or ``cubic`` (torch's arithmetic), or ``gdal`` (half-pixel
-    bilinear in float64, rounded)."""
+    """``identity`` (same size), ``nearest``, ``linear`` or ``cubic`` (torch's arithmetic), or
+    ``gdal`` (half-pixel bilinear in float64, rounded)."""
     size_in: int
     index: np.ndarray
     """(size_out, taps) int64."""
@@ -69,7 +69,9 @@ def torch_axis(size_in: int, size_out: int, mode: str) -> Axis:
         raise ValueError(f"unknown interpolation {mode!r} (one of {', '.join(INTERPOLATIONS)})")
     out = np.arange(size_out)
     if size_in == size_out:  # torch copies the band as it is in all three modes
-        return Axis("nearest", size_in, out[:, None].astype(np.int64), np.ones((size_out, 1), _F32))
+        return Axis(
+            "identity", size_in, out[:, None].astype(np.int64), np.ones((size_out, 1), _F32)
+        )
     if mode == "nearest":
         # torch: 2x exactly is a shift, otherwise floor(i * (float) in / out), clamped
         if size_out == 2 * size_in:
@@ -142,8 +144,8 @@ def resize_into(
     mean: np.ndarray | None = None,
     std: np.ndarray | None = None,
     *,
-    rows: Sequence[int] | None = None,
-    channels: Sequence[int] | None = None,
+    rows: Sequence[int] | np.ndarray | None = None,
+    channels: Sequence[int] | np.ndarray | None = None,
 ) -> None:
     """Resample bands of ``src`` (batch, bands, h, w), any real dtype, into channels of ``dst``
     (batch, channels, size_y, size_x) float32, then ``(v - mean) / std`` per band in float32
@@ -151,8 +153,8 @@ def resize_into(
     bands of ``src`` to take (default all), ``channels`` the channels of ``dst`` they go to
     (default 0, 1, …). ``gdal`` axes round to integers first (rasterio's ``out_dtype="int32"``).
     Both arrays are used in place when C-contiguous (copied otherwise)."""
-    rows = list(range(src.shape[1])) if rows is None else list(rows)
-    channels = list(range(len(rows))) if channels is None else list(channels)
+    rows = np.arange(src.shape[1]) if rows is None else np.asarray(rows, np.int64)
+    channels = np.arange(len(rows)) if channels is None else np.asarray(channels, np.int64)
     if src.ndim != 4 or dst.ndim != 4 or src.shape[0] != dst.shape[0] or len(rows) != len(channels):
         raise ValueError(f"cannot resample {src.shape} into {dst.shape}")
     if (src.shape[2], src.shape[3]) != (y.size_in, x.size_in) or dst.shape[2:] != (
@@ -163,6 +165,11 @@ def resize_into(
                          f"{src.shape[2:]} -> {dst.shape[2:]}")  # fmt: skip
     if dst.dtype != _F32:
         raise ValueError(f"resampled bands are float32, not {dst.dtype}")
+    # the kernels do not check bounds: every index they use is checked here or made by an Axis
+    if len(rows) and (rows.min() < 0 or rows.max() >= src.shape[1]):
+        raise ValueError(f"rows {rows.tolist()} outside the {src.shape[1]} bands")
+    if len(channels) and (channels.min() < 0 or channels.max() >= dst.shape[1]):
+        raise ValueError(f"channels {channels.tolist()} outside the {dst.shape[1]} channels")
     m = np.zeros(len(rows), _F32) if mean is None else np.ascontiguousarray(mean, _F32)
     s = np.ones(len(rows), _F32) if std is None else np.ascontiguousarray(std, _F32)
     if len(m) != len(rows) or len(s) != len(rows):
@@ -171,8 +178,7 @@ def resize_into(
     target = dst if dst.flags.c_contiguous else np.ascontiguousarray(dst)
     source = np.ascontiguousarray(src)
     kernel = _kernels()[_kind(y, x)]
-    for k, (row, channel) in enumerate(zip(rows, channels, strict=True)):
-        kernel(source, row, target, channel, y.index, y.weight, x.index, x.weight, m[k], s[k])
+    kernel(source, rows, target, channels, y.index, y.weight, x.index, x.weight, m, s)
     if target is not dst:
         dst[...] = target
 
@@ -182,14 +188,9 @@ def _kind(y: Axis, x: Axis) -> str:
         return "gdal"
     if "gdal" in (y.kind, x.kind):
         raise ValueError(f"cannot combine a {y.kind} axis with a {x.kind} one")
-    if _identity(y) and _identity(x):
+    if y.kind == x.kind == "identity":
         return "copy"
     return "taps"
-
-
-def _identity(axis: Axis) -> bool:
-    return (axis.kind == "nearest" and axis.size_in == axis.size_out
-            and bool(np.all(axis.index[:, 0] == np.arange(axis.size_out))))  # fmt: skip
 
 
 _KERNELS: dict[str, Callable[..., None]] = {}
@@ -216,12 +217,14 @@ def _compile() -> dict[str, Callable[..., None]]:
     jit = njit(nogil=True, cache=True, fastmath=False, error_model="numpy", boundscheck=False)
 
     @jit
-    def copy(src, row, dst, ch, iy, wy, ix, wx, m, s):  # type: ignore[no-untyped-def]
-        for b in range(src.shape[0]):
-            for i in range(src.shape[2]):
-                line, out = src[b, row, i], dst[b, ch, i]
-                for j in range(src.shape[3]):
-                    out[j] = (np.float32(line[j]) - m) / s
+    def copy(src, rows, dst, chans, iy, wy, ix, wx, ms, ss):  # type: ignore[no-untyped-def]
+        for k in range(rows.shape[0]):
+            row, ch, m, s = rows[k], chans[k], ms[k], ss[k]
+            for b in range(src.shape[0]):
+                for i in range(src.shape[2]):
+                    line, out = src[b, row, i], dst[b, ch, i]
+                    for j in range(src.shape[3]):
+                        out[j] = (np.float32(line[j]) - m) / s
 
     @jit
     def combine(rows, index, weight, out, m, s):  # type: ignore[no-untyped-def]
@@ -250,48 +253,52 @@ def _compile() -> dict[str, Callable[..., None]]:
                 o[k] = (o[k] - m) / s
 
     @jit
-    def taps(src, row, dst, ch, iy, wy, ix, wx, m, s):  # type: ignore[no-untyped-def]
+    def taps(src, rows, dst, chans, iy, wy, ix, wx, ms, ss):  # type: ignore[no-untyped-def]
         h, w, n = src.shape[2], src.shape[3], ix.shape[0]
         t = np.empty((w, h), np.float32)
         u = np.empty((n, h), np.float32)
         v = np.empty((h, n), np.float32)
-        for b in range(src.shape[0]):
-            band = src[b, row]
-            for r in range(h):
-                for c in range(w):
-                    t[c, r] = np.float32(band[r, c])
-            combine(t, ix, wx, u, np.float32(0), np.float32(1))
-            for j in range(n):
+        for k in range(rows.shape[0]):
+            row, ch, m, s = rows[k], chans[k], ms[k], ss[k]
+            for b in range(src.shape[0]):
+                band = src[b, row]
                 for r in range(h):
-                    v[r, j] = u[j, r]
-            combine(v, iy, wy, dst[b, ch], m, s)
+                    for c in range(w):
+                        t[c, r] = np.float32(band[r, c])
+                combine(t, ix, wx, u, np.float32(0), np.float32(1))
+                for j in range(n):
+                    for r in range(h):
+                        v[r, j] = u[j, r]
+                combine(v, iy, wy, dst[b, ch], m, s)
 
     @jit
-    def gdal(src, row, dst, ch, iy, wy, ix, wx, m, s):  # type: ignore[no-untyped-def]
+    def gdal(src, rows, dst, chans, iy, wy, ix, wx, ms, ss):  # type: ignore[no-untyped-def]
         h, w, n = src.shape[2], src.shape[3], ix.shape[0]
         t = np.empty((w, h), np.float64)
         u = np.empty((n, h), np.float64)
         v = np.empty((h, n), np.float64)
-        for b in range(src.shape[0]):
-            band = src[b, row]
-            for r in range(h):
-                for c in range(w):
-                    t[c, r] = np.float64(band[r, c])
-            for j in range(n):
-                a0, a1, w0, w1 = t[ix[j, 0]], t[ix[j, 1]], wx[j, 0], wx[j, 1]
+        for k in range(rows.shape[0]):
+            row, ch, m, s = rows[k], chans[k], ms[k], ss[k]
+            for b in range(src.shape[0]):
+                band = src[b, row]
                 for r in range(h):
-                    u[j, r] = a0[r] * w0 + a1[r] * w1
-            for j in range(n):
-                for r in range(h):
-                    v[r, j] = u[j, r]
-            out = dst[b, ch]
-            for i in range(iy.shape[0]):
-                r0, r1, w0, w1 = v[iy[i, 0]], v[iy[i, 1]], wy[i, 0], wy[i, 1]
-                o = out[i]
+                    for c in range(w):
+                        t[c, r] = np.float64(band[r, c])
                 for j in range(n):
-                    x = r0[j] * w0 + r1[j] * w1
-                    # GDAL's float to integer: to nearest, halves away from zero
-                    x = np.floor(x + 0.5) if x >= 0 else np.ceil(x - 0.5)
-                    o[j] = (np.float32(x) - m) / s
+                    a0, a1, w0, w1 = t[ix[j, 0]], t[ix[j, 1]], wx[j, 0], wx[j, 1]
+                    for r in range(h):
+                        u[j, r] = a0[r] * w0 + a1[r] * w1
+                for j in range(n):
+                    for r in range(h):
+                        v[r, j] = u[j, r]
+                out = dst[b, ch]
+                for i in range(iy.shape[0]):
+                    r0, r1, w0, w1 = v[iy[i, 0]], v[iy[i, 1]], wy[i, 0], wy[i, 1]
+                    o = out[i]
+                    for j in range(n):
+                        x = r0[j] * w0 + r1[j] * w1
+                        # GDAL's float to integer: to nearest, halves away from zero
+                        x = np.floor(x + 0.5) if x >= 0 else np.ceil(x - 0.5)
+                        o[j] = (np.float32(x) - m) / s
 
     return {"copy": copy, "taps": taps, "gdal": gdal}

@@ -351,3 +351,21 @@ def test_own_statistics(v2_store: Any) -> None:
     np.testing.assert_array_equal(
         data[1]["image"], (plain[1]["image"] - np.float32(100)) / np.float32(2)
     )
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batches_decoded_and_resampled_in_runs_equal_samples(
+    small_shards: Path, threads: int
+) -> None:
+    """Batches of 16 from shards of 16: runs long enough to be split between two threads, each
+    decoding and resampling 4 samples at a time; every row equals the sample read alone."""
+    data = ingest.SampleDataset(small_shards, convention="configilm", bands="S2",
+                                interpolation="bicubic", normalize=True)  # fmt: skip
+    data.store.threads = threads
+    seen = []
+    for batch in data.batches(16, seed=9):
+        for k, i in enumerate(batch["index"].tolist()):
+            np.testing.assert_array_equal(batch["image"][k], data[i]["image"])
+            np.testing.assert_array_equal(batch["label"][k], data[i]["label"])
+            seen.append(i)
+    assert sorted(seen) == list(range(60))
