@@ -46,6 +46,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_read.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_first_batch.py --patches $(N)
 	$(BIN)/python benchmarks/bench_cluster.py
 
 bench-train: install

@@ -57,6 +57,22 @@ class SampleDataset:
       arrays that have a band dimension; arrays with none of them are left out, and so are
       arrays without a band dimension (``reference_map``) unless ``modalities`` names them.
     - ``transform``: called on each sample dict; ``data[i]`` returns what it returns.
+
+    Model-ready samples (:mod:`ingest.read.conventions`): with ``convention="configilm"`` or
+    ``"torchgeo"``, ``data[i]`` (and each batch of :meth:`batches`) is what that pipeline feeds
+    a model: ``image`` (C, size, size) float32 (torchgeo with ``bands="all"``: ``image_s1`` and
+    ``image_s2``), ``label`` and, for torchgeo on stores with reference maps, ``mask``.
+
+    - ``bands``: ConfigILM's band combinations (``"S2"`` (default), ``"ALL"``, ``"RGB"``,
+      ``"10m_20m"``, ``12`` …) or a list of band names; torchgeo's ``"s1"``, ``"s2"`` (default)
+      or ``"all"``.
+    - ``interpolation``: ``"nearest"`` (ConfigILM's default), ``"bilinear"`` or ``"bicubic"``
+      for the 20 m and 60 m bands (torchgeo: always GDAL's bilinear).
+    - ``size``: pixels per side (ConfigILM; torchgeo is 120).
+    - ``normalize``: False, True (the published statistics: ConfigILM's table for
+      ``"{size}_{interpolation}"``, torchgeo's DataModule min/max), ``"store"`` (those
+      ``ingest stats`` recorded in the store) or ``{band: (mean, std)}``.
+    - ``num_classes``: 19, or 43 (torchgeo on v1 stores).
     """
 
     def __init__(
