@@ -26,8 +26,11 @@ from ingest.errors import StoreError
 from ingest.read import SampleDataset, open_store
 from ingest.read.reading import IncompleteStoreWarning
 from ingest.read.samples import SampleStore, Take
+from ingest.store.location import StoreLocation
+from ingest.testing.s3 import S3Server
 
 from ..conftest import WrittenStore, write_v2_store
+from .conftest import upload
 
 N, SHARD = 10, 4
 ARRAYS = ("bands_10m", "bands_20m", "bands_60m", "bands_s1", "reference_map")
@@ -352,3 +355,24 @@ def test_a_corrupt_chunk_mid_epoch_then_reading_goes_on(
     assert np.array_equal(np.concatenate([b["bands_s1"] for b in batches]),
                           one_per_shard.pixels["bands_s1"][index])  # fmt: skip
     assert np.array_equal(dataset[16]["bands_20m"], one_per_shard.pixels["bands_20m"][16])
+
+
+@pytest.mark.parametrize("case", ["beyond the file", "length 2**32", "into the index"])
+def test_on_object_storage_a_bad_entry_is_a_store_error_too(
+    copy: Path, s3: S3Server, case: str
+) -> None:
+    """There only the index is fetched (no size): an entry beyond the object comes back short."""
+    shard = shard_path(copy, "bands_10m", 1)
+    set_entry(shard, 1, *hostile_entries(shard)[case])
+    url = upload(s3, copy, f"hostile-{case.replace(' ', '-').replace('*', '')}.zarr")
+    store = SampleStore.open(StoreLocation(url, s3.storage_options))
+    takes = [Take(store.arrays["bands_10m"])]
+    for way, read in {
+        "sample": lambda: store.sample(5, takes),
+        "samples": lambda: store.samples(np.array([4, 5, 9]), takes),
+    }.items():
+        refused(
+            read, r"bands_10m/c/1/0/0/0: (corrupt shard index|shard is shorter|corrupt chunk)", way
+        )
+    assert np.array_equal(store.sample(9, takes)["bands_10m"],
+                          np.asarray(zarr.open_array(copy, path="bands_10m")[9]))  # fmt: skip
