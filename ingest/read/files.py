@@ -261,7 +261,9 @@ class RemoteFiles(Files):
 
 
 class StoreFiles(Files):
-    """A zarr ``Store``: the ranges of one call fetched concurrently on zarr's event loop."""
+    """A zarr ``Store``: the requests of one call fetched concurrently on zarr's event loop
+    (:meth:`get` and :meth:`fetch` from any thread, :meth:`aget` and :meth:`afetch` in a
+    coroutine already on that loop, so that a reader's index and chunk reads make one trip)."""
 
     def __init__(self, store: Store, where: str = "") -> None:
         self._store = store
@@ -274,29 +276,33 @@ class StoreFiles(Files):
         found = self.get([(k, SuffixByteRequest(size)) for k in keys])
         return [None if d is None else (d, None) for d in found]
 
-    def whole(self, keys: Sequence[str]) -> list[Tail | None]:
-        """Each whole object and its size."""
-        return [None if d is None else (d, len(d)) for d in self.get([(k, None) for k in keys])]
-
     def fetch(self, ranges: Sequence[tuple[str, int, int]]) -> list[Data | None]:
-        out = self.get([(k, RangeByteRequest(a, b)) for k, a, b in ranges])
+        out: list[Data | None] = sync(self.afetch(ranges))
+        return out
+
+    def get(self, requests: Sequence[tuple[str, ByteRequest | None]]) -> list[Data | None]:
+        """Each object (``None``: whole) or part of it; None when the object does not exist."""
+        out: list[Data | None] = sync(self.aget(requests))
+        return out
+
+    async def afetch(self, ranges: Sequence[tuple[str, int, int]]) -> list[Data | None]:
+        out = await self.aget([(k, RangeByteRequest(a, b)) for k, a, b in ranges])
         for (key, start, stop), data in zip(ranges, out, strict=True):
             if data is not None and len(data) != stop - start:
                 raise short(self.where(key))
         return out
 
-    def get(self, requests: Sequence[tuple[str, ByteRequest | None]]) -> list[Data | None]:
-        """Each object (``None``: whole) or part of it, fetched concurrently; None when the
-        object does not exist."""
+    async def aget(self, requests: Sequence[tuple[str, ByteRequest | None]]) -> list[Data | None]:
+        if not requests:
+            return []
         self.requests += len(requests)
+        prototype = default_buffer_prototype()
         try:
-            return sync(self._gather(requests))
+            if len(requests) == 1:  # no task to schedule (the common one-sample read)
+                found = [await self._store.get(requests[0][0], prototype, requests[0][1])]
+            else:
+                gets = (self._store.get(k, prototype, r) for k, r in requests)
+                found = list(await asyncio.gather(*gets))
         except (OSError, ValueError) as exc:
             raise StoreError(f"{self.where(requests[0][0])}: {exc}") from None
-
-    async def _gather(
-        self, requests: Sequence[tuple[str, ByteRequest | None]]
-    ) -> list[Data | None]:
-        prototype = default_buffer_prototype()
-        found = await asyncio.gather(*(self._store.get(k, prototype, r) for k, r in requests))
         return [None if b is None else b.as_numpy_array().data for b in found]

@@ -21,7 +21,7 @@ import numpy as np
 import zarr
 
 from ..errors import StoreError
-from .decoding import CorruptChunk, corrupt, decoder
+from .decoding import corrupt, decoder
 from .files import Files, LocalFiles, short
 from .shards import Take
 
@@ -166,7 +166,7 @@ class Prepared:
                         else:
                             decode(chunk, scratch)
                             target[k] = scratch[rows]
-                    except (CorruptChunk, RuntimeError) as exc:
+                    except (ValueError, RuntimeError) as exc:  # CorruptChunk, blosc's
                         raise corrupt(files.where(key), exc) from None
                 files.count(reads)
                 continue
@@ -182,7 +182,7 @@ class Prepared:
                     else:
                         decode(buffers[number][offset : offset + nbytes], scratch)
                         target[k] = scratch[rows]
-                except (CorruptChunk, RuntimeError) as exc:
+                except (ValueError, RuntimeError) as exc:  # CorruptChunk, blosc's
                     raise corrupt(self._wheres[number], exc) from None
 
     @staticmethod

@@ -35,11 +35,12 @@ import zarr
 from xarray.backends import BackendArray
 from xarray.core import indexing
 from zarr.abc.store import Store, SuffixByteRequest
+from zarr.core.sync import sync
 
 from .. import schemas
 from ..errors import StoreError
 from . import accessor as _accessor  # registers ``ds.ben``
-from .decoding import CorruptChunk, corrupt, decoder
+from .decoding import corrupt, decoder
 from .files import Data, StoreFiles
 from .shards import ShardLayout, missing_shard
 
@@ -192,44 +193,19 @@ class ShardedBands(BackendArray):
     def samples(self, wanted: np.ndarray) -> np.ndarray:
         """The samples at positions ``wanted`` (1-D ints), stacked in that order."""
         out = np.empty((len(wanted), *self.shape[1:]), dtype=self.dtype)
-        layout, files, keys = self._layout, self._files, self._keys
-        shard_of = wanted // layout.length
+        length = self._layout.length
+        shard_of = wanted // length
         plans = []  # (shard, positions in ``wanted``, samples within the shard, whole shard?)
         for s in np.unique(shard_of).tolist():
             positions = np.flatnonzero(shard_of == s)
-            within = wanted[positions] - s * layout.length
-            present = min(layout.length, self.shape[0] - s * layout.length)
+            within = wanted[positions] - s * length
+            present = min(length, self.shape[0] - s * length)
             plans.append((s, positions, within, 2 * len(np.unique(within)) >= present))
-        # the whole shards and the other shards' indexes in one concurrent batch
-        tail = SuffixByteRequest(layout.index_bytes)
-        found = files.get([(keys[s], None if whole else tail) for s, _, _, whole in plans])
-        pieces: list[tuple[int, np.ndarray, np.ndarray, Data | None, int]] = []
-        """(shard, positions, their entries, the shard's bytes or None for the next range
-        fetched, the offset of those bytes in the shard)"""
-        ranges: list[tuple[str, int, int]] = []
-        for (s, positions, within, whole), data in zip(plans, found, strict=True):
-            where = files.where(keys[s])
-            if data is None:
-                missing_shard(layout, where, self._complete)  # an error once complete
+        decode = decoder().decode
+        for s, positions, entries, data, base in sync(self._fetch(plans)):
+            if data is None:  # a shard not written yet (the store is unfinished)
                 out[positions] = self._fill
                 continue
-            size = len(data) if whole else None
-            index = layout.entries(data[-layout.index_bytes :], size, where)
-            if whole:
-                pieces.append((s, positions, index[within], data, 0))
-                continue
-            for a, b, members in _runs(index, np.unique(within)):
-                mine = np.isin(within, members)
-                pieces.append((s, positions[mine], index[within[mine]], None, a))
-                ranges.append((keys[s], a, b))
-            out[positions[index[within, 0] < 0]] = self._fill
-        bodies = iter(files.fetch(ranges))
-        decode = decoder().decode
-        for s, positions, entries, data, base in pieces:
-            if data is None:
-                data = next(bodies)
-                if data is None:
-                    raise StoreError(f"{files.where(keys[s])}: shard vanished while reading")
             for position, (offset, nbytes) in zip(
                 positions.tolist(), entries.tolist(), strict=True
             ):
@@ -238,9 +214,47 @@ class ShardedBands(BackendArray):
                     continue
                 try:
                     decode(data[offset - base : offset - base + nbytes], out[position])
-                except (CorruptChunk, RuntimeError) as exc:
-                    raise corrupt(files.where(keys[s]), exc) from None
+                except (ValueError, RuntimeError) as exc:  # CorruptChunk, blosc's
+                    raise corrupt(self._files.where(self._keys[s]), exc) from None
         return out
+
+    async def _fetch(
+        self, plans: list[tuple[int, np.ndarray, np.ndarray, bool]]
+    ) -> list[tuple[int, np.ndarray, np.ndarray, Data | None, int]]:
+        """``(shard, positions, their index entries, bytes, the offset of those bytes in the
+        shard)`` covering every position of ``plans``: the whole shards and the other shards'
+        indexes fetched concurrently, each index checked, then the byte ranges of the chunks
+        wanted from the other shards concurrently (on zarr's loop: one trip from the caller)."""
+        layout, files, keys = self._layout, self._files, self._keys
+        tail = SuffixByteRequest(layout.index_bytes)
+        found = await files.aget([(keys[s], None if whole else tail) for s, _, _, whole in plans])
+        pieces: list[tuple[int, np.ndarray, np.ndarray, Data | None, int]] = []
+        ranges: list[tuple[str, int, int]] = []
+        ranged: list[int] = []  # the pieces whose bytes are the ranges, in order
+        for (s, positions, within, whole), data in zip(plans, found, strict=True):
+            where = files.where(keys[s])
+            if data is None:
+                index = missing_shard(layout, where, self._complete)  # an error once complete
+                pieces.append((s, positions, index[within], None, 0))
+                continue
+            index = layout.entries(data[-layout.index_bytes :], len(data) if whole else None, where)
+            if whole:
+                pieces.append((s, positions, index[within], data, 0))
+                continue
+            absent = index[within, 0] < 0
+            if absent.any():
+                pieces.append((s, positions[absent], index[within[absent]], None, 0))
+            for a, b, members in _runs(index, np.unique(within)):
+                mine = np.isin(within, members)
+                ranged.append(len(pieces))
+                pieces.append((s, positions[mine], index[within[mine]], None, a))
+                ranges.append((keys[s], a, b))
+        for k, body in zip(ranged, await files.afetch(ranges), strict=True):
+            s, positions, entries, _, a = pieces[k]
+            if body is None:
+                raise StoreError(f"{files.where(keys[s])}: shard vanished while reading")
+            pieces[k] = (s, positions, entries, body, a)
+        return pieces
 
 
 def _runs(index: np.ndarray, within: np.ndarray) -> list[tuple[int, int, list[int]]]:

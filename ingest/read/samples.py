@@ -43,7 +43,7 @@ import zarr
 
 from ..errors import StoreError
 from ..store.location import StoreLocation
-from .decoding import CorruptChunk, corrupt, decoder
+from .decoding import corrupt, decoder
 from .files import Files, LocalFiles, RemoteFiles
 from .prepared import Local, Plan, Prepared
 from .shards import SampleArray, Take, missing_shard, shard_length
@@ -52,9 +52,8 @@ __all__ = ["Prepared", "SampleArray", "SampleStore", "Take", "shard_length"]
 
 #: The small per-sample arrays read whole once per process.
 TABLES = ("labels", "labels19", "patch_id")
-#: Chunks of one shard less than this apart are fetched in one range (locally, one pread; on
-#: object storage, one request: there a request costs more than a megabyte of transfer).
-_LOCAL_GAP = 1 << 16
+#: On object storage, chunks of one shard less than this apart are fetched in one range (one
+#: request: there a request costs more than a megabyte of transfer).
 _REMOTE_GAP = 1 << 20
 
 
@@ -223,7 +222,7 @@ class SampleStore:
                     files.release(key)
                 try:
                     decode(view, full)
-                except (CorruptChunk, RuntimeError) as exc:
+                except (ValueError, RuntimeError) as exc:  # CorruptChunk, blosc's
                     raise corrupt(files.where(key), exc) from None
         elif requests:
             for (key, _, _), data, full in zip(
@@ -233,7 +232,7 @@ class SampleStore:
                     raise StoreError(f"{files.where(key)}: shard vanished while reading")
                 try:
                     decode(data, full)
-                except (CorruptChunk, RuntimeError) as exc:
+                except (ValueError, RuntimeError) as exc:  # CorruptChunk, blosc's
                     raise corrupt(files.where(key), exc) from None
         for take in takes:
             if take.rows is not None and take.array.length is not None:
