@@ -88,14 +88,14 @@ def _check(chunk: bytes | memoryview, n: int) -> None:
     """The header checks blosc 1 does not make itself (it trusts ``cbytes`` and ``blocksize``)."""
     if len(chunk) < _HEAD.size:
         raise CorruptChunk(f"{len(chunk)} bytes, shorter than a blosc header")
-    version, _, flags, typesize, nbytes, blocksize, cbytes = _HEAD.unpack_from(chunk)
+    _, _, flags, typesize, nbytes, blocksize, cbytes = _HEAD.unpack_from(chunk)
     if nbytes != n or cbytes != len(chunk):
         raise CorruptChunk(
             f"blosc frame of {nbytes} bytes in {cbytes}, expected {n} in {len(chunk)}"
         )
-    if version not in (1, 2) or typesize < 1 or not 0 < blocksize <= max(n, 1):
-        raise CorruptChunk(f"blosc header (version {version}, typesize {typesize}, "
-                           f"blocksize {blocksize}) is not one blosc 1 writes")  # fmt: skip
+    if typesize < 1 or not 0 < blocksize <= max(n, 1):
+        raise CorruptChunk(f"blosc header (typesize {typesize}, blocksize {blocksize}) is not "
+                           "one blosc writes")  # fmt: skip
     if flags & _MEMCPYED and cbytes != n + _HEAD.size:
         raise CorruptChunk(f"stored blosc frame of {cbytes} bytes for {n}")
 
