@@ -134,7 +134,7 @@ def missing_shard(layout: ShardLayout, where: str, complete: bool) -> np.ndarray
     unfinished (not written yet), a :class:`StoreError` once it is marked complete."""
     if complete:
         raise StoreError(f"{where}: shard missing from a store marked complete (damaged or "
-                         "partial copy; `ingest verify` lists every missing shard)")  # fmt: skip
+                         "partial copy; `ingest verify` counts the missing shards)")  # fmt: skip
     return layout.absent()
 
 
