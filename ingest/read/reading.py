@@ -10,42 +10,42 @@ The per-pixel arrays of the store's own layout (inner chunk one sample, bytes + 
 end with its CRC32C: what :class:`ingest.store.shards.ShardEncoder` writes, uint16 or float32,
 with or without a band dimension) are read by :class:`ShardedBands`: one store request per shard
 (or the index plus byte ranges when only a few samples of a shard are wanted), then one blosc call
-per sample. zarr-python's sharding codec does the same work through an asyncio pipeline that costs
-≈ 0.2 ms per inner chunk in Python, which bounds a full scan at a few hundred samples per second on
-two cores. Any other layout falls back
-to xarray's own zarr backend; the values are the same either way (the tests compare them).
+per sample, with the parts every reader of the store shares: the layout and the rule for shard
+indexes (:mod:`ingest.read.shards`: a shard missing from a store marked complete or a bad index
+entry is a :class:`~ingest.errors.StoreError`, never zeros), the chunk decoder
+(:mod:`ingest.read.decoding`) and the byte-range access (:mod:`ingest.read.files`, here through
+the zarr ``Store`` so that any store works). zarr-python's sharding codec does the same work
+through an asyncio pipeline that costs ≈ 0.2 ms per inner chunk in Python, which bounds a full
+scan at a few hundred samples per second on two cores. Any other layout falls back to xarray's
+own zarr backend; the values are the same either way (the tests compare them).
 
 Importing this module registers the ``ds.ben`` accessor (:mod:`ingest.read.accessor`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 import warnings
 from typing import Any
 
-import google_crc32c
 import numpy as np
 import xarray as xr
 import zarr
-from numcodecs import Blosc
 from xarray.backends import BackendArray
 from xarray.core import indexing
-from zarr.abc.store import RangeByteRequest, Store, SuffixByteRequest
-from zarr.core.buffer import default_buffer_prototype
+from zarr.abc.store import Store, SuffixByteRequest
 from zarr.core.sync import sync
 
 from .. import schemas
 from ..errors import StoreError
-from ..store.shards import ShardEncoder
 from . import accessor as _accessor  # registers ``ds.ben``
+from .decoding import corrupt, decoder
+from .files import Data, StoreFiles
+from .shards import ShardLayout, missing_shard
 
 __all__ = ["IncompleteStoreWarning", "ShardedBands", "open_group", "open_store"]
 
-#: Marks an absent inner chunk in a shard index (offset and length both 2**64 - 1).
-_ABSENT = np.iinfo(np.uint64).max
 #: The per-pixel arrays of every contract (layout ``sharded``): chunked by shards here.
 PIXEL_ARRAYS = frozenset(
     name
@@ -84,13 +84,15 @@ def open_store(
         zarr_format=3,
     )
     token = uuid.uuid4().hex[:16]  # a fresh name per open: two opens never share dask keys
+    complete = raw.attrs.get("complete") is True
+    where = _describe(store)
     variables: dict[str, xr.Variable] = {}
     for name, variable in raw.variables.items():
         key = str(name)
         if key in raw.indexes:  # label / band names: small, already in memory
             variables[key] = variable
         elif key in PIXEL_ARRAYS and variable.dims[:1] == ("sample",):
-            variables[key] = _band_variable(group, key, variable, token)
+            variables[key] = _band_variable(group, key, variable, token, complete, where)
             _accessor.mark_store_rows(variables[key], key, store, storage_options)
         else:
             variables[key] = variable.chunk(dict.fromkeys(variable.dims, -1), name=f"{token}-{key}")
@@ -99,7 +101,7 @@ def open_store(
         coords={k: v for k, v in variables.items() if k in raw.coords},
         attrs=dict(raw.attrs),
     )
-    if ds.attrs.get("complete") is not True:
+    if not complete:
         warnings.warn(
             f"{_describe(store)}: the store is not complete (unfinished or interrupted ingest; "
             "continue it with `ingest run --resume`)",
@@ -127,17 +129,18 @@ def open_group(
         raise StoreError(f"{_describe(store)}: not a Zarr v3 store ({exc})") from None
 
 
-def _band_variable(group: zarr.Group, name: str, variable: xr.Variable, token: str) -> xr.Variable:
+def _band_variable(
+    group: zarr.Group, name: str, variable: xr.Variable, token: str, complete: bool, where: str
+) -> xr.Variable:
     """A per-pixel array chunked by shards, read by :class:`ShardedBands` when the layout
     allows."""
     array = group[name]
     assert isinstance(array, zarr.Array)
     shard = array.shards[0] if array.shards else array.chunks[0]
-    encoder = ShardEncoder.for_array(array)
-    if encoder is not None:
+    if ShardLayout.of(array) is not None:
         variable = xr.Variable(
             variable.dims,
-            indexing.LazilyIndexedArray(ShardedBands(array, encoder)),
+            indexing.LazilyIndexedArray(ShardedBands(array, complete=complete, where=where)),
             attrs=variable.attrs,
             encoding=variable.encoding,
         )
@@ -150,19 +153,24 @@ class ShardedBands(BackendArray):
 
     Supports outer indexing; every sample wanted from one shard is served by one store request
     when they are at least half the shard (the usual case: dask asks for whole shards), else by
-    the shard index plus one byte-range request per run of adjacent samples.
+    the shard index plus one byte-range request per run of adjacent samples; the requests of all
+    shards of a read go concurrently. ``complete``: the store is marked complete (a missing shard
+    is then an error); ``where`` names the store in messages.
     """
 
-    def __init__(self, array: zarr.Array[Any], encoder: ShardEncoder) -> None:
+    def __init__(self, array: zarr.Array[Any], *, complete: bool = True, where: str = "") -> None:
+        layout = ShardLayout.of(array)
+        if layout is None:
+            raise ValueError(f"{array.path}: not the store's shard layout")
         self.shape: tuple[int, ...] = tuple(array.shape)
-        self.dtype = encoder.dtype
-        self._store = array.store
+        self.dtype = np.dtype(array.dtype)
+        self._files = StoreFiles(array.store, where)
         self._keys = [
             f"{array.path}/{array.metadata.encode_chunk_key((s, *[0] * (array.ndim - 1)))}"
-            for s in range(-(-self.shape[0] // encoder.length))
+            for s in range(-(-self.shape[0] // layout.length))
         ]
-        self._length = encoder.length
-        self._blosc: Blosc = encoder.blosc
+        self._layout = layout
+        self._complete = complete
         self._fill = np.asarray(array.fill_value, dtype=self.dtype)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
@@ -185,69 +193,68 @@ class ShardedBands(BackendArray):
     def samples(self, wanted: np.ndarray) -> np.ndarray:
         """The samples at positions ``wanted`` (1-D ints), stacked in that order."""
         out = np.empty((len(wanted), *self.shape[1:]), dtype=self.dtype)
-        shard_of = wanted // self._length
-        shards = np.unique(shard_of)
-        plans = [(int(s), np.flatnonzero(shard_of == s)) for s in shards]
-        fetched = sync(self._fetch_all([(s, wanted[pos] - s * self._length) for s, pos in plans]))
-        for (_, positions), parts in zip(plans, fetched, strict=True):
-            for position, data in zip(positions, parts, strict=True):
-                if data is None:
+        length = self._layout.length
+        shard_of = wanted // length
+        plans = []  # (shard, positions in ``wanted``, samples within the shard, whole shard?)
+        for s in np.unique(shard_of).tolist():
+            positions = np.flatnonzero(shard_of == s)
+            within = wanted[positions] - s * length
+            present = min(length, self.shape[0] - s * length)
+            plans.append((s, positions, within, 2 * len(np.unique(within)) >= present))
+        decode = decoder().decode
+        for s, positions, entries, data, base in sync(self._fetch(plans)):
+            if data is None:  # a shard not written yet (the store is unfinished)
+                out[positions] = self._fill
+                continue
+            for position, (offset, nbytes) in zip(
+                positions.tolist(), entries.tolist(), strict=True
+            ):
+                if offset < 0:
                     out[position] = self._fill
-                else:
-                    self._blosc.decode(data, out=out[position])
+                    continue
+                try:
+                    decode(data[offset - base : offset - base + nbytes], out[position])
+                except (ValueError, RuntimeError) as exc:  # CorruptChunk, blosc's
+                    raise corrupt(self._files.where(self._keys[s]), exc) from None
         return out
 
-    async def _fetch_all(
-        self, plans: list[tuple[int, np.ndarray]]
-    ) -> list[list[memoryview | None]]:
-        # Shards are fetched concurrently on zarr's event loop; decoding happens in the caller.
-        return list(await asyncio.gather(*(self._fetch(s, within) for s, within in plans)))
-
-    async def _fetch(self, shard: int, within: np.ndarray) -> list[memoryview | None]:
-        """The encoded inner chunk (None when absent) of each sample ``within`` the shard."""
-        key = self._keys[shard]
-        prototype = default_buffer_prototype()
-        index_size = 16 * self._length + 4
-        present = min(self._length, self.shape[0] - shard * self._length)
-        if 2 * len(np.unique(within)) >= present:
-            whole = await self._store.get(key, prototype)
-            if whole is None:
-                return [None] * len(within)
-            data = whole.as_numpy_array().data
-            index = self._index(data[-index_size:], key)
-            return [_slice(data, index[i], 0) for i in within]
-        tail = await self._store.get(key, prototype, SuffixByteRequest(index_size))
-        if tail is None:
-            return [None] * len(within)
-        index = self._index(tail.as_numpy_array().data, key)
-        runs = _runs(index, np.unique(within))
-        bodies = await asyncio.gather(
-            *(self._store.get(key, prototype, RangeByteRequest(a, b)) for a, b, _ in runs)
-        )
-        start_of = {}
-        for (a, _, members), body in zip(runs, bodies, strict=True):
+    async def _fetch(
+        self, plans: list[tuple[int, np.ndarray, np.ndarray, bool]]
+    ) -> list[tuple[int, np.ndarray, np.ndarray, Data | None, int]]:
+        """``(shard, positions, their index entries, bytes, the offset of those bytes in the
+        shard)`` covering every position of ``plans``: the whole shards and the other shards'
+        indexes fetched concurrently, each index checked, then the byte ranges of the chunks
+        wanted from the other shards concurrently (on zarr's loop: one trip from the caller)."""
+        layout, files, keys = self._layout, self._files, self._keys
+        tail = SuffixByteRequest(layout.index_bytes)
+        found = await files.aget([(keys[s], None if whole else tail) for s, _, _, whole in plans])
+        pieces: list[tuple[int, np.ndarray, np.ndarray, Data | None, int]] = []
+        ranges: list[tuple[str, int, int]] = []
+        ranged: list[int] = []  # the pieces whose bytes are the ranges, in order
+        for (s, positions, within, whole), data in zip(plans, found, strict=True):
+            where = files.where(keys[s])
+            if data is None:
+                index = missing_shard(layout, where, self._complete)  # an error once complete
+                pieces.append((s, positions, index[within], None, 0))
+                continue
+            index = layout.entries(data[-layout.index_bytes :], len(data) if whole else None, where)
+            if whole:
+                pieces.append((s, positions, index[within], data, 0))
+                continue
+            absent = index[within, 0] < 0
+            if absent.any():
+                pieces.append((s, positions[absent], index[within[absent]], None, 0))
+            for a, b, members in _runs(index, np.unique(within)):
+                mine = np.isin(within, members)
+                ranged.append(len(pieces))
+                pieces.append((s, positions[mine], index[within[mine]], None, a))
+                ranges.append((keys[s], a, b))
+        for k, body in zip(ranged, await files.afetch(ranges), strict=True):
+            s, positions, entries, _, a = pieces[k]
             if body is None:
-                raise StoreError(f"{key}: shard changed while reading it")
-            chunk = body.as_numpy_array().data
-            start_of.update(dict.fromkeys(members, (chunk, a)))
-        return [
-            None if i not in start_of else _slice(start_of[i][0], index[i], start_of[i][1])
-            for i in within
-        ]
-
-    def _index(self, raw: memoryview, key: str) -> np.ndarray:
-        """The (offset, nbytes) table of a shard, its CRC32C checked."""
-        table = bytes(raw[:-4])
-        if google_crc32c.value(table) != int.from_bytes(raw[-4:], "little"):
-            raise StoreError(f"{key}: shard index checksum mismatch (corrupt shard)")
-        return np.frombuffer(table, dtype="<u8").reshape(self._length, 2)
-
-
-def _slice(data: memoryview, entry: np.ndarray, base: int) -> memoryview | None:
-    offset, nbytes = int(entry[0]), int(entry[1])
-    if offset == _ABSENT:
-        return None
-    return data[offset - base : offset - base + nbytes]
+                raise StoreError(f"{files.where(keys[s])}: shard vanished while reading")
+            pieces[k] = (s, positions, entries, body, a)
+        return pieces
 
 
 def _runs(index: np.ndarray, within: np.ndarray) -> list[tuple[int, int, list[int]]]:
@@ -258,7 +265,7 @@ def _runs(index: np.ndarray, within: np.ndarray) -> list[tuple[int, int, list[in
     members: list[list[int]] = []
     for i in (int(i) for i in within):
         offset, nbytes = int(index[i, 0]), int(index[i, 1])
-        if offset == _ABSENT:
+        if offset < 0:
             continue
         if ends and ends[-1] == offset:
             ends[-1] = offset + nbytes

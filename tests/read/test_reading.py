@@ -24,7 +24,6 @@ import ingest
 from ingest.errors import StoreError
 from ingest.read.reading import IncompleteStoreWarning, ShardedBands, open_store
 from ingest.store import zarrstore as store_module
-from ingest.store.shards import ShardEncoder
 
 from ..conftest import WrittenStore
 
@@ -176,10 +175,8 @@ def test_a_few_samples_of_a_shard_are_read_by_byte_ranges(small_shards: Path) ->
     assert [type(r) for _, r in store.band_reads()] == [SuffixByteRequest, RangeByteRequest]
     # adjacent samples share one request: 33-35 and 40 are two
     array = zarr.open_array(store, path="bands_20m", mode="r")
-    encoder = ShardEncoder.for_array(array)
-    assert encoder is not None
     store.reads.clear()
-    picked = ShardedBands(array, encoder).samples(np.array([40, 33, 34, 35]))
+    picked = ShardedBands(array).samples(np.array([40, 33, 34, 35]))
     assert np.array_equal(picked, expected[[40, 33, 34, 35]])
     assert [type(r) for _, r in store.band_reads()] == [SuffixByteRequest] + [RangeByteRequest] * 2
 
@@ -260,9 +257,7 @@ def test_a_v2_store_opens_with_s1_and_maps_chunked_by_shards(v2_store: WrittenSt
 def test_the_shard_reader_serves_float32_and_3d_arrays(v2_store: WrittenStore) -> None:
     for name in ("bands_s1", "reference_map"):
         array = zarr.open_array(v2_store.path, path=name, mode="r")
-        encoder = ShardEncoder.for_array(array)
-        assert encoder is not None, name
-        reader = ShardedBands(array, encoder)
+        reader = ShardedBands(array)
         assert reader.dtype == v2_store.pixels[name].dtype
         picks = np.array([9, 0, 5, 5, 3])
         assert np.array_equal(reader.samples(picks), v2_store.pixels[name][picks]), name

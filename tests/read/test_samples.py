@@ -109,14 +109,17 @@ def test_a_corrupt_shard_index_is_refused(small_shards: Path, tmp_path: Path) ->
         store.sample(20, takes)
 
 
-def test_a_missing_shard_reads_as_the_fill_value_like_zarr(
+def test_a_missing_shard_reads_as_the_fill_value_like_zarr_only_while_unfinished(
     small_shards: Path, tmp_path: Path
 ) -> None:
     copy = tmp_path / "copy.zarr"
     shutil.copytree(small_shards, copy)
     (copy / "bands_60m" / "c" / "2" / "0" / "0" / "0").unlink()
+    takes = [Take(SampleStore.open(copy).arrays["bands_60m"])]
+    with pytest.raises(StoreError, match=r"bands_60m/c/2/0/0/0: shard missing from a store marked"):
+        SampleStore.open(copy).samples(np.arange(60), takes)
+    zarr.open_group(copy, mode="r+").attrs["complete"] = False  # as while the ingest runs
     store = SampleStore.open(copy)
-    takes = [Take(store.arrays["bands_60m"])]
     expected = full(copy, "bands_60m")
     assert int(expected[32:48].max()) == 0 and int(expected[:32].max()) > 0
     assert np.array_equal(store.samples(np.arange(60), takes)["bands_60m"], expected)
@@ -205,7 +208,7 @@ def test_the_zstd_chunk_decoder_equals_blosc_and_leaves_the_rest_to_it(
 ) -> None:
     from numcodecs import blosc
 
-    from ingest.read import samples
+    from ingest.read import decoding
 
     rng = np.random.default_rng(4)
     smooth = (rng.normal(1500, 40, (4, 120, 120)).cumsum(axis=2) % 4000).astype(np.uint16)
@@ -220,14 +223,14 @@ def test_the_zstd_chunk_decoder_equals_blosc_and_leaves_the_rest_to_it(
         (smooth[:1, :2, :2], "zstd", blosc.BITSHUFFLE, 0, False),  # tiny: stored as it is
     ]
     calls: list[int] = []
-    zstandard_decompress = samples.zstandard.ZstdDecompressor.decompress
+    zstandard_decompress = decoding.zstandard.ZstdDecompressor.decompress
 
     def counting(self: Any, data: Any, **options: Any) -> bytes:
         calls.append(1)
         return zstandard_decompress(self, data, **options)  # type: ignore[no-any-return]
 
-    monkeypatch.setattr(samples.zstandard.ZstdDecompressor, "decompress", counting)
-    decoder = samples._Decoder()
+    monkeypatch.setattr(decoding.zstandard.ZstdDecompressor, "decompress", counting)
+    decoder = decoding.Decoder()
     for values, cname, shuffle, blocksize, fast in cases:
         chunk = blosc.compress(values.tobytes(), cname.encode(), 3, shuffle, blocksize)
         for source in (chunk, memoryview(bytearray(b"xx" + chunk))[2:]):
