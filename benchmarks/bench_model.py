@@ -127,18 +127,10 @@ def main() -> None:
         print(json.dumps(WAYS[args.way](args)))
         return
 
-    from bench_ingest import build
-    from bench_read import ingest
-    from bench_train import build_lmdb
+    from bench_train import prepare
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    archives = build(out, args.patches, prefix="read-archives")
-    store = out / "train.zarr"
-    if not (store / "zarr.json").is_file():
-        ingest(archives, store)
-    lmdb_path = out / "train.lmdb"
-    build_lmdb(store, lmdb_path)
+    n, store, lmdb_path = prepare(out, args.patches)
     results: dict[str, list[dict[str, Any]]] = {w: [] for w in WAYS}
     for round_ in range(args.repeat):
         for way in WAYS:
@@ -157,7 +149,7 @@ def main() -> None:
         w: statistics.median(r["count"] / r["seconds"] for r in rs) for w, rs in results.items()
     }
     cpu = {w: statistics.median(r["cpu"] / r["count"] for r in rs) for w, rs in results.items()}
-    report = {"patches": len(archives.patches), "repeat": args.repeat, "batch_size": args.batch_size,
+    report = {"patches": n, "repeat": args.repeat, "batch_size": args.batch_size,
               "samples_per_second": rate, "cpu_seconds_per_sample": cpu, "all": results}  # fmt: skip
     (out / "model.json").write_text(json.dumps(report, indent=2) + "\n")
     print()

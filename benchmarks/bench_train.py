@@ -356,6 +356,22 @@ def build_lmdb(store: Path, target: Path) -> None:
     marker.touch()
 
 
+def prepare(out: Path, patches: int) -> tuple[int, Path, Path]:
+    """The synthetic sample of ``bench_read``, its store and the LMDB made from it (each built
+    once, kept in ``out``): the patch count, the store, the LMDB."""
+    from bench_ingest import build
+    from bench_read import ingest
+
+    out.mkdir(parents=True, exist_ok=True)
+    archives = build(out, patches, prefix="read-archives")
+    store = out / "train.zarr"
+    if not (store / "zarr.json").is_file():
+        ingest(archives, store)
+    lmdb_path = out / "train.lmdb"
+    build_lmdb(store, lmdb_path)
+    return len(archives.patches), store, lmdb_path
+
+
 def disk_bytes(path: Path) -> int:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return sum(p.stat().st_blocks * 512 for p in files)
@@ -389,20 +405,10 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE))
-    from bench_ingest import build
-    from bench_read import ingest
-
     from ingest.testing.s3 import S3Server
 
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
-    archives = build(out, args.patches, prefix="read-archives")
-    store = out / "train.zarr"
-    if not (store / "zarr.json").is_file():
-        ingest(archives, store)
-    lmdb_path = out / "train.lmdb"
-    build_lmdb(store, lmdb_path)
-    n = len(archives.patches)
+    n, store, lmdb_path = prepare(out, args.patches)
     raw = n * 2 * (4 * 120 * 120 + 6 * 60 * 60 + 2 * 20 * 20)  # uint16 pixels of the 12 bands
 
     ways = ["lmdb_random", "store_random", "lmdb_rgb", "store_rgb", "lmdb_random_cold",

@@ -227,6 +227,13 @@ def _compile() -> dict[str, Callable[..., None]]:
                         out[j] = (np.float32(line[j]) - m) / s
 
     @jit
+    def transpose(a, out):  # type: ignore[no-untyped-def]
+        # out[c, r] = a[r, c], converted to out's dtype
+        for r in range(a.shape[0]):
+            for c in range(a.shape[1]):
+                out[c, r] = a[r, c]
+
+    @jit
     def combine(rows, index, weight, out, m, s):  # type: ignore[no-untyped-def]
         # out[j] = (torch's weighted sum of rows index[j, :] - m) / s; the sum is
         # fma(r0, w0, r1 * w1), then fma(rk, wk, acc); (x - 0) / 1 is x exactly
@@ -261,14 +268,9 @@ def _compile() -> dict[str, Callable[..., None]]:
         for k in range(rows.shape[0]):
             row, ch, m, s = rows[k], chans[k], ms[k], ss[k]
             for b in range(src.shape[0]):
-                band = src[b, row]
-                for r in range(h):
-                    for c in range(w):
-                        t[c, r] = np.float32(band[r, c])
+                transpose(src[b, row], t)
                 combine(t, ix, wx, u, np.float32(0), np.float32(1))
-                for j in range(n):
-                    for r in range(h):
-                        v[r, j] = u[j, r]
+                transpose(u, v)
                 combine(v, iy, wy, dst[b, ch], m, s)
 
     @jit
@@ -280,17 +282,12 @@ def _compile() -> dict[str, Callable[..., None]]:
         for k in range(rows.shape[0]):
             row, ch, m, s = rows[k], chans[k], ms[k], ss[k]
             for b in range(src.shape[0]):
-                band = src[b, row]
-                for r in range(h):
-                    for c in range(w):
-                        t[c, r] = np.float64(band[r, c])
+                transpose(src[b, row], t)
                 for j in range(n):
                     a0, a1, w0, w1 = t[ix[j, 0]], t[ix[j, 1]], wx[j, 0], wx[j, 1]
                     for r in range(h):
                         u[j, r] = a0[r] * w0 + a1[r] * w1
-                for j in range(n):
-                    for r in range(h):
-                        v[r, j] = u[j, r]
+                transpose(u, v)
                 out = dst[b, ch]
                 for i in range(iy.shape[0]):
                     r0, r1, w0, w1 = v[iy[i, 0]], v[iy[i, 1]], wy[i, 0], wy[i, 1]
