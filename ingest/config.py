@@ -80,6 +80,11 @@ class RunConfig:
     via: Via = "archive"
     storage_options: dict[str, Any] = field(default_factory=dict)
     """fsspec options for a URL ``store`` (credentials, ``client_kwargs.endpoint_url``, ...)."""
+    staging_dir: str | None = None
+    """Where the staging folder of S1 patches and maps goes (default: ``$INGEST_STAGING_DIR``,
+    else beside a local store, else the system's temporary folder)."""
+    space_check: bool = True
+    """Estimate the bytes the run writes and refuse to start when a local file system lacks them."""
     cluster: str | None = None
     """Run the shard writing on dask.distributed: ``local:N`` (a LocalCluster of N workers) or a
     scheduler address; None writes with a local process pool (``workers``)."""

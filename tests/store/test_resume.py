@@ -227,7 +227,7 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_store(
     assert process.returncode == 130, err
     assert (
         err
-        == "error: interrupted: the store is left unfinished; continue it with the same command and --resume\n"
+        == f"error: interrupted: {path} is left unfinished: continue it with --resume and the same options, or start over with --overwrite\n"
     )
     assert zarr.open_group(str(path)).attrs["complete"] is False
     done = subprocess.run(
