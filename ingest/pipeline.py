@@ -190,23 +190,24 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
     else:
         refuse_existing(final, overwrite=config.overwrite)
         done = {}
-    layout = open_layout(config, state.warn)
-    state.layout = layout
-    index = layout.read_labels(state)
-    partners = layout.partners()
-    capacity = layout.capacity(index)
-    staging_at = staging_parent(final, config.staging_dir)
-    if config.space_check and not config.resume:
-        arrays = tuple(p.array for p in partners)
-        room = estimate(capacity, labels_only=config.labels_only, partners=arrays)
-        check_room(room, final, staging_at if partners else None)
-    target = plan(final, overwrite=config.overwrite and not config.resume,
-                  before_delete=lambda: _probe(config))  # fmt: skip
-    if target.replacing:
-        config = state.config = replace(config, store=target.writing)
-    location = target.writing
+    target: Target | None = None
     staging: list[Path] = []
+    staging_at = staging_parent(final, config.staging_dir)
     try:
+        layout = open_layout(config, state.warn)
+        state.layout = layout
+        index = layout.read_labels(state)
+        partners = layout.partners()
+        capacity = layout.capacity(index)
+        if config.space_check and not config.resume:
+            arrays = tuple(p.array for p in partners)
+            room = estimate(capacity, labels_only=config.labels_only, partners=arrays)
+            check_room(room, final, staging_at if partners else None)
+        target = plan(final, overwrite=config.overwrite and not config.resume,
+                      before_delete=lambda: _probe(config))  # fmt: skip
+        if target.replacing:
+            config = state.config = replace(config, store=target.writing)
+        location = target.writing
         if not config.resume:
             state.store_created = True
             store.create(
@@ -253,8 +254,10 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
         store.mark_complete(location)
         target.commit()
     except BaseException as error:
-        target.discard()
-        full = disk_full(error, location, staging[0] if staging else staging_at) if isinstance(
+        if target is not None:
+            target.discard()
+        writing = target.writing if target is not None else final
+        full = disk_full(error, writing, staging[0] if staging else staging_at) if isinstance(
             error, OSError) else None  # fmt: skip
         raised = full or error
         left = _left_behind(state, target)
@@ -306,10 +309,12 @@ def _report(
     )
 
 
-def _left_behind(state: _Run, target: Target) -> str | None:
+def _left_behind(state: _Run, target: Target | None) -> str | None:
     """What a failed run leaves and what to do next (None: nothing was written)."""
-    final = target.final
-    if target.replacing:
+    final = state.config.location if target is None else target.final
+    if target is None and state.config.overwrite and final.exists():
+        return f"{final} is unchanged"
+    if target is not None and target.replacing:
         return (f"{final} is unchanged (the unfinished replacement was removed); "
                 "run again with --overwrite")  # fmt: skip
     if not (state.store_created or state.config.resume):

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 import zarr
 
-from ingest.errors import StoreError, UsageError
+from ingest.errors import StoreError
 from ingest.layouts.mlhub import as_flag, parse_time
 from ingest.nomenclature import BAND_SLOT, CLASS_43_TO_19, CLASSES_43
 from ingest.store.verify import check
