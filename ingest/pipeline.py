@@ -319,7 +319,7 @@ def _left_behind(state: _Run, target: Target | None) -> str | None:
                 "run again with --overwrite")  # fmt: skip
     if not (state.store_created or state.config.resume):
         return None
-    deleted = " (the old store was deleted by --overwrite)" if target.deleted_old else ""
+    deleted = " (the old store was deleted by --overwrite)" if target and target.deleted_old else ""
     return (f"{final} is left unfinished{deleted}: continue it with --resume and the same "
             "options, or start over with --overwrite")  # fmt: skip
 
