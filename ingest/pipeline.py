@@ -233,6 +233,11 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
                         endpoint=config.endpoint, policy=config.retry, warn=state.warn,
                     )))  # fmt: skip
                 table, read_to_end = _ingest_source(state, layout, index, done)
+            except OSError as error:  # told while the staging files are still there to count
+                full = disk_full(error, location, directory)
+                if full is None:
+                    raise
+                raise full from error
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
         state.progress.done()

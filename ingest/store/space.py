@@ -100,8 +100,9 @@ def disk_full(error: OSError, store: StoreLocation, staging: Path | None) -> Sto
 
 
 def _culprit(error: OSError, store: StoreLocation, staging: Path | None) -> Path | None:
-    """The folder that filled up: the one the error names, else the fuller of the two."""
-    candidates = [p for p in (staging, Path(store.zarr_url) if store.is_local else None) if p]
+    """The folder that filled up: the one the error names, else the fuller of the two (the
+    store when they share a file system)."""
+    candidates = [p for p in (Path(store.zarr_url) if store.is_local else None, staging) if p]
     named = str(error.filename) if error.filename else ""
     for path in candidates:
         if named.startswith(str(path)):
