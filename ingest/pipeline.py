@@ -37,7 +37,7 @@ from .store.buffers import Buffers
 from .store.location import StoreLocation
 from .store.lock import Lock, hold
 from .store.replace import Target, annotate, plan, probe_inputs, refuse_existing
-from .store.space import check_room, disk_full, estimate
+from .store.space import check_room, disk_full, estimate, write_failure
 from .store.staging import Staging, staging_directory, staging_parent
 from .store.verify import NOT_COMPLETE, check
 from .store.writers import InlineWriter, PoolWriter, ShardCutter, ShardWriter
@@ -262,14 +262,13 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
         if target is not None:
             target.discard()
         writing = target.writing if target is not None else final
-        full = disk_full(error, writing, staging[0] if staging else staging_at) if isinstance(
-            error, OSError) else None  # fmt: skip
-        raised = full or error
+        folder = staging[0] if staging else staging_at
+        told = write_failure(error, writing, folder) if isinstance(error, OSError) else None
         left = _left_behind(state, target)
         if left:
-            annotate(raised, left)
-        if full is not None:
-            raise full from error
+            annotate(told or error, left)
+        if told is not None:
+            raise told from error
         raise
     return _with_size(report, state)
 

@@ -215,7 +215,7 @@ class _Lease(Lock):
         self.location = location
         self.ttl = ttl
         self.settle = settle
-        fs, root = url_to_fs(location.url, **location.storage_options)
+        fs, root = url_to_fs(location.url, **location.fs_options)
         self.fs = fs
         self.key = root.rstrip("/") + LOCK_SUFFIX
         self.me = self.holder = Holder.me()

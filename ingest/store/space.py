@@ -99,6 +99,17 @@ def disk_full(error: OSError, store: StoreLocation, staging: Path | None) -> Sto
     return StoreError(f"{where}: {what}{wrote}{free}")
 
 
+def write_failure(error: OSError, store: StoreLocation, staging: Path | None) -> StoreError:
+    """The one-line error for an OS error while writing: a full disk (:func:`disk_full`), or
+    what the file system or object store said once its retries were spent."""
+    full = disk_full(error, store, staging)
+    if full is not None:
+        return full
+    where = error.filename or store
+    reason = error.strerror or str(error) or type(error).__name__
+    return StoreError(f"{where}: writing failed: {' '.join(str(reason).split())}")
+
+
 def _culprit(error: OSError, store: StoreLocation, staging: Path | None) -> Path | None:
     """The folder that filled up: the one the error names, else the fuller of the two (the
     store when they share a file system)."""
