@@ -4,6 +4,7 @@ silent waits and tracebacks."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -32,7 +33,7 @@ from ingest.testing.compare import store_differences
 from ingest.testing.emulator import Emulator
 from ingest.testing.faults import Faults
 from ingest.testing.releases import ReleaseSample, write_release_sample
-from ingest.testing.samples import SampleArchives
+from ingest.testing.samples import SampleArchives, write_synthetic_sample
 
 from .conftest import ingest_local
 
@@ -332,20 +333,27 @@ def test_waiting_for_the_network_is_announced(real_sample: SampleArchives) -> No
     ]
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.8, 1.5])
-def test_ctrl_c_at_start_up_is_one_line_and_exit_130(
-    real_sample: SampleArchives, tmp_path: Path, delay: float
+@pytest.fixture(scope="module")
+def longer(tmp_path_factory: pytest.TempPathFactory) -> SampleArchives:
+    return write_synthetic_sample(tmp_path_factory.mktemp("longer"), 600, seed=2)
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.8, 1.3, 1.8, 2.5])
+def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(
+    longer: SampleArchives, tmp_path: Path, delay: float
 ) -> None:
+    """Ctrl-C as a terminal sends it, to the whole process group: while the modules load, while
+    the worker processes start (they used to print a traceback each), while they write."""
     ingest = Path(sys.executable).parent / "ingest"
     process = subprocess.Popen(
-        [str(ingest), "run", str(tmp_path / "s.zarr"), *local(real_sample), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [str(ingest), "run", str(tmp_path / "s.zarr"), *local(longer), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
     time.sleep(delay)
-    process.send_signal(signal.SIGINT)
+    os.killpg(process.pid, signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    if process.returncode == 0:  # finished before the signal came: nothing to check
-        pytest.fail(f"the run ended before {delay} s; make the test slower")
+    if process.returncode == 0:
+        pytest.fail(f"the run ended before {delay} s; make the sample larger")
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert err.startswith("error: interrupted") and err.count("\n") == 1, err
