@@ -139,7 +139,13 @@ def hold(
     else:
         lock = _Lease(location, ttl=ttl or LEASE_TTL,
                       settle=LEASE_SETTLE if settle is None else settle)  # fmt: skip
-    lock.acquire(note)
+    try:
+        lock.acquire(note)
+    except OSError as exc:  # a folder that cannot be made, a bucket that does not exist, ...
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise StoreError(
+            f"{lock_path(location)}: cannot take the store's lock: {' '.join(reason.split())}"
+        ) from None
     try:
         yield lock
     finally:

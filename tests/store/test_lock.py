@@ -225,3 +225,18 @@ def test_a_stale_lease_is_taken_over(
     with pytest.raises(StoreLocked, match="pid 4242 on elsewhere"):
         ingest_local(archives, s3.location("live.zarr"), shard_size=SHARD)
     assert json.loads(fs.cat_file(f"{s3.bucket}/live.zarr.lock"))["token"] == "live"
+
+
+def test_a_lock_that_cannot_be_taken_is_one_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from ingest.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(main, ["run", str(blocker / "s.zarr"), "--source-archive", "x"])
+    assert result.exit_code == 5
+    assert (
+        result.output
+        == f"error: {blocker}/s.zarr.lock: cannot take the store's lock: File exists\n"
+    )
