@@ -37,7 +37,14 @@ from .store.buffers import Buffers
 from .store.location import StoreLocation
 from .store.lock import Lock, hold
 from .store.replace import Target, annotate, plan, probe_inputs, refuse_existing
-from .store.space import check_room, disk_full, estimate, write_failure
+from .store.space import (
+    check_room,
+    disk_full,
+    estimate,
+    local_size,
+    samples_bound,
+    write_failure,
+)
 from .store.staging import Staging, staging_directory, staging_parent
 from .store.verify import NOT_COMPLETE, check
 from .store.writers import InlineWriter, PoolWriter, ShardCutter, ShardWriter
@@ -201,7 +208,8 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
         capacity = layout.capacity(index)
         if config.space_check and not config.resume:
             arrays = tuple(p.array for p in partners)
-            room = estimate(capacity, labels_only=config.labels_only, partners=arrays)
+            count = samples_bound(capacity, local_size(config.inputs().s2.parts))
+            room = estimate(count, labels_only=config.labels_only, partners=arrays)
             check_room(room, final, staging_at if partners else None)
         target = plan(final, overwrite=config.overwrite and not config.resume,
                       before_delete=lambda: _probe(config))  # fmt: skip

@@ -133,7 +133,10 @@ def main(debug: bool) -> None:
 )
 @click.option("--limit", type=click.IntRange(min=0), help="Write at most N samples.")
 @click.option(
-    "--labels-only", is_flag=True, help="Write the label variables alone, from the labels archive."
+    "--labels-only",
+    is_flag=True,
+    help="Write the label variables alone: from the labels archive (MLHub), the metadata "
+    "(reBEN), or each patch's JSON in the S2 archive (Zenodo v1.0, streamed, no band decoded).",
 )
 @click.option(
     "--shard-size",

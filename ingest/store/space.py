@@ -7,7 +7,7 @@ raw and about 0.85 of that, a reference map about 2 kB; the small arrays a few h
 Staging holds S1 patches raw and maps compressed (:mod:`ingest.store.staging`). For all of reBEN
 with S1 and maps that is about 115 GB of store and 64 GB of staging (the README's 63 GB). With a
 selection the count is the layout's capacity, an upper bound (all 600,000 slots for Zenodo v1.0,
-whose labels arrive with the archive).
+whose labels arrive with the archive), but never more than the S2 archive's size can hold.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ STORE_BYTES = {"s2": 108_000, "bands_s1": 98_000, "reference_map": 2_000}
 SMALL_BYTES = 300
 #: Staging bytes per sample of each partner array.
 STAGING_BYTES = {"bands_s1": 115_200, "reference_map": 2_000}
+#: Fewest bytes one patch takes in an S2 archive (Zenodo's v1.0 archive: 66 GB for 590,326 patches,
+#: 112 kB each; reBEN's zstd archive about as much), with a margin: an archive of B bytes holds at
+#: most B / this many patches.
+ARCHIVE_BYTES_PER_PATCH = 80_000
 #: Errors of a full file system: no space left, disk quota exceeded.
 FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
@@ -47,6 +51,25 @@ def estimate(samples: int, *, labels_only: bool, partners: tuple[str, ...]) -> E
         per_sample += STORE_BYTES["s2"] + sum(STORE_BYTES[p] for p in partners)
     staging = sum(STAGING_BYTES[p] for p in partners)
     return Estimate(samples * per_sample, samples * staging)
+
+
+def samples_bound(capacity: int, archive_bytes: int | None) -> int:
+    """How many samples to estimate for: the layout's ``capacity`` (the labels known, or its
+    upper bound), but no more than an S2 archive of ``archive_bytes`` (when known) can hold — a
+    sample of the archive with the full official metadata, or Zenodo's 600,000 slots."""
+    if archive_bytes is None:
+        return capacity
+    return min(capacity, archive_bytes // ARCHIVE_BYTES_PER_PATCH + 1)
+
+
+def local_size(parts: tuple[str, ...]) -> int | None:
+    """Bytes of an archive given as local files (None for URLs, the endpoint, a missing file)."""
+    if not parts or any("://" in p for p in parts):
+        return None
+    try:
+        return sum(os.stat(os.path.expanduser(p)).st_size for p in parts)
+    except OSError:
+        return None
 
 
 def existing_ancestor(path: Path) -> Path:

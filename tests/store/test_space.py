@@ -183,7 +183,8 @@ def test_a_full_staging_folder(
     refused = CliRunner().invoke(main, s1_args(with_s1, path, "--staging-dir", str(staging)))
     assert refused.exit_code == 5
     rows = sum(pq.read_metadata(m).num_rows for m in with_s1.metadata)  # the store's capacity
-    need = space.human_bytes(rows * space.STAGING_BYTES["bands_s1"])
+    count = space.samples_bound(rows, with_s1.s2[0].stat().st_size)
+    need = space.human_bytes(count * space.STAGING_BYTES["bands_s1"])
     assert refused.output.startswith(f"error: {staging}: the run needs about {need} ({need} "
                                      "staging) but its file system has ")  # fmt: skip
     assert not path.exists()
@@ -224,3 +225,12 @@ def test_the_estimate_of_a_full_reben_run() -> None:
     assert full == Estimate(549_488 * 208_300, 549_488 * 117_200)
     assert round(full.store / 1e9) == 114 and round(full.staging / 1e9) == 64
     assert estimate(10, labels_only=True, partners=()) == Estimate(3_000, 0)
+
+
+def test_the_count_is_bounded_by_the_archive_size() -> None:
+    """Zenodo's 600,000 slots, or the full official metadata with an archive of a few patches:
+    no more samples than the archive's bytes can hold."""
+    assert space.samples_bound(600_000, None) == 600_000
+    assert space.samples_bound(600_000, 66_000_000_000) == 600_000  # the full v1.0 archive
+    assert space.samples_bound(549_488, 800_000) == 11
+    assert space.local_size(("https://zenodo.org/x.tar.zst",)) is None
