@@ -71,6 +71,7 @@ class RunConfig:
     labels_only: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
     overwrite: bool = False
+    """Replace an existing store, once the new one is complete (:mod:`ingest.store.replace`)."""
     resume: bool = False
     """Continue the unfinished store at ``store`` (same options), skipping its finished shards."""
     workers: int = field(default_factory=default_workers)

@@ -240,3 +240,23 @@ def test_a_lock_that_cannot_be_taken_is_one_line(tmp_path: Path) -> None:
         result.output
         == f"error: {blocker}/s.zarr.lock: cannot take the store's lock: File exists\n"
     )
+
+
+def test_a_lease_taken_over_meanwhile_fails_the_run_before_complete(
+    s3: S3Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run whose renewals could not reach the store for a whole ttl, while another run took
+    the lease over, must not mark the store complete."""
+    import s3fs
+
+    monkeypatch.setattr(lock_module, "LEASE_SETTLE", 0.05)
+    fs = s3fs.S3FileSystem(**s3.storage_options)
+    location = s3.location("lost.zarr")
+    with hold(location, note=print, ttl=0.3) as held:
+        other = Holder("elsewhere", 4242, "2026-01-01T00:00:00+00:00", "other", time.time())
+        fs.pipe_file(f"{s3.bucket}/lost.zarr.lock", other.dumps())
+        time.sleep(0.4)  # a renewal tick sees it
+        with pytest.raises(StoreLocked, match="lost the lock while writing: the lease was taken "
+                           "by pid 4242 on elsewhere"):  # fmt: skip
+            held.check()
+    assert _lease(s3, "lost.zarr") is not None  # the other run's lease is left alone
