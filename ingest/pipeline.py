@@ -207,10 +207,7 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
         partners = layout.partners()
         capacity = layout.capacity(index)
         if config.space_check and not config.resume:
-            arrays = tuple(p.array for p in partners)
-            count = samples_bound(capacity, local_size(config.inputs().s2.parts))
-            room = estimate(count, labels_only=config.labels_only, partners=arrays)
-            check_room(room, final, staging_at if partners else None)
+            _check_room(config, partners, capacity, staging_at)
         target = plan(final, overwrite=config.overwrite and not config.resume,
                       before_delete=lambda: _probe(config))  # fmt: skip
         if target.replacing:
@@ -250,19 +247,7 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
                 shutil.rmtree(directory, ignore_errors=True)
         state.progress.done()
         report = _report(state, layout, index, table, read_to_end, final)
-        attrs = _final_attrs(state, report)
-        if len(table) == 0:
-            reason = _empty_reason(state, index, report)
-            state.warn(f"{final}: no sample written: {reason}")
-            attrs["report"]["empty"] = reason
-        hint = getattr(layout, "unlabelled_hint", None)
-        if report.source_without_labels and isinstance(hint, str):
-            state.warn(f"{report.source_without_labels:,} source patch(es) left out without "
-                       f"labels: {hint}")  # fmt: skip
-        store.finish(location, table, attrs)
-        problems = [p for p in check(location) if p != NOT_COMPLETE]
-        if problems:
-            raise StoreError(f"{location}: the written store fails its checks: {problems[0]}")
+        _finish(state, layout, index, table, report, location)
         lock.check()
         store.mark_complete(location)
         target.commit()
@@ -279,6 +264,41 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
             raise told from error
         raise
     return _with_size(report, state)
+
+
+def _check_room(
+    config: RunConfig, partners: tuple[Partner, ...], capacity: int, staging_at: Path
+) -> None:
+    """Refuse a run whose estimated store and staging exceed a local file system's free space."""
+    arrays = tuple(p.array for p in partners)
+    count = samples_bound(capacity, local_size(config.inputs().s2.parts))
+    room = estimate(count, labels_only=config.labels_only, partners=arrays)
+    check_room(room, config.location, staging_at if partners else None)
+
+
+def _finish(
+    state: _Run,
+    layout: Layout,
+    index: LabelIndex,
+    table: store.SampleTable,
+    report: RunReport,
+    location: StoreLocation,
+) -> None:
+    """The final attributes (with why a store is empty, when it is) and the small arrays; the
+    written store must pass its checks (all but ``complete``)."""
+    attrs = _final_attrs(state, report)
+    if len(table) == 0:
+        reason = _empty_reason(state, index, report)
+        state.warn(f"{report.store}: no sample written: {reason}")
+        attrs["report"]["empty"] = reason
+    hint = getattr(layout, "unlabelled_hint", None)
+    if report.source_without_labels and isinstance(hint, str):
+        state.warn(f"{report.source_without_labels:,} source patch(es) left out without "
+                   f"labels: {hint}")  # fmt: skip
+    store.finish(location, table, attrs)
+    problems = [p for p in check(location) if p != NOT_COMPLETE]
+    if problems:
+        raise StoreError(f"{location}: the written store fails its checks: {problems[0]}")
 
 
 def _probe(config: RunConfig) -> None:

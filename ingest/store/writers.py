@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
+from types import FrameType
 from typing import Protocol
 
 import numpy as np
@@ -258,18 +259,26 @@ _WRITING = threading.Lock()
 
 @contextmanager
 def _no_sigint() -> Iterator[None]:
-    """Hold Ctrl-C back in this thread meanwhile: the worker processes spawned here inherit the
-    blocked signal, so a Ctrl-C that reaches the whole process group while they are still
-    importing is not a traceback in each of them (:func:`_init_worker` then ignores it). The
-    reader gets its Ctrl-C when the block ends."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - Windows
+    """Hold Ctrl-C back meanwhile: the worker processes spawned here inherit the blocked signal,
+    so a Ctrl-C that reaches the whole process group while they are still importing is not a
+    traceback in each of them (:func:`_init_worker` then ignores it); and a Ctrl-C cannot cut
+    the parent's hand-over to a starting worker short (which the worker would report as a
+    traceback too). The reader gets its Ctrl-C when the block ends."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):  # pragma: no cover - Windows, or a library caller's thread (no Python handler to defer)
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    caught: list[tuple[int, FrameType | None]] = []
+    handler = signal.signal(signal.SIGINT, lambda number, frame: caught.append((number, frame)))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+        if caught and callable(handler):
+            handler(*caught[0])
 
 
 def _init_worker() -> None:
