@@ -357,3 +357,34 @@ def test_ctrl_c_at_any_moment_is_one_line_and_exit_130(
     assert process.returncode == 130, err
     assert "Traceback" not in err
     assert err.startswith("error: interrupted") and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("moment", ["start-up", "writing"])
+def test_ctrl_c_on_a_local_dask_cluster(
+    longer: SampleArchives, tmp_path: Path, moment: str
+) -> None:
+    """The cluster's worker processes ignore the terminal's Ctrl-C (they printed a traceback
+    each, and the client then failed on a closed loop, exit 1); the client stops in one line."""
+    path = tmp_path / "s.zarr"
+    ingest = Path(sys.executable).parent / "ingest"
+    process = subprocess.Popen(
+        [str(ingest), "run", str(path), *local(longer), "--cluster", "local:1", "--shard-size",
+         "16"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        if moment == "writing":
+            while not store.journal(path) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        else:
+            time.sleep(0.5)  # before the cluster starts (a Ctrl-C during its start is ignored)
+        os.killpg(process.pid, signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.communicate()
+    assert process.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert err.splitlines()[-1].startswith("error: interrupted"), err

@@ -115,7 +115,7 @@ class PoolWriter:
         self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
     ) -> None:
         memory = self._taken.pop(id(buffers[BAND_GROUPS[0].array_name]))
-        with _no_sigint():  # a worker may be spawned here: it starts with Ctrl-C held back
+        with held_sigint():  # a worker may be spawned here: it starts with Ctrl-C held back
             future = self._pool.submit(
                 _write_from_shared, self._path, memory.name, self._shapes, start, record, staged
             )
@@ -258,7 +258,7 @@ _WRITING = threading.Lock()
 
 
 @contextmanager
-def _no_sigint() -> Iterator[None]:
+def held_sigint() -> Iterator[None]:
     """Hold Ctrl-C back meanwhile: the worker processes spawned here inherit the blocked signal,
     so a Ctrl-C that reaches the whole process group while they are still importing is not a
     traceback in each of them (:func:`_init_worker` then ignores it); and a Ctrl-C cannot cut
