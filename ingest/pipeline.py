@@ -388,26 +388,28 @@ def _labels_only_table(
     with layout.source_feed(index, state) as feed:
         state.progress.phase(_phase_name(state.config), feed.meter)
         items = feed.items()
-        for obj in items:
-            if isinstance(obj, CollectionDoc):
-                continue
-            if limit is not None and len(rows) >= limit:
-                read_to_end = False
-                break
-            state.progress.advance()
-            if isinstance(obj, BadItem):
-                state.fail_or_skip(obj.error, obj.item_id)
-                continue
-            try:
-                _, row = layout.join(obj, index)
-            except InputDataError as error:
-                state.fail_or_skip(error, obj.item_id)
-                continue
-            if row is None or not index.selected[row]:
-                continue
-            index.matched[row] = True
-            rows.append(row)
-        _close(items)
+        try:
+            for obj in items:
+                if isinstance(obj, CollectionDoc):
+                    continue
+                if limit is not None and len(rows) >= limit:
+                    read_to_end = False
+                    break
+                state.progress.advance()
+                if isinstance(obj, BadItem):
+                    state.fail_or_skip(obj.error, obj.item_id)
+                    continue
+                try:
+                    _, row = layout.join(obj, index)
+                except InputDataError as error:
+                    state.fail_or_skip(error, obj.item_id)
+                    continue
+                if row is None or not index.selected[row]:
+                    continue
+                index.matched[row] = True
+                rows.append(row)
+        finally:
+            _close(items)
         state.sources.extend(feed.records())
     return _table(layout, index, rows), read_to_end
 
@@ -457,6 +459,7 @@ def _ingest_source(
     geo: list[tuple[int, float, float]] = []
     read_to_end = True
     writer = make_writer(config, state.note)
+    items: Iterator[Any] | None = None
     try:
         cutter = ShardCutter(writer, config.shard_size, done, config.location,
                              partners=tuple(staging for _, staging, _ in state.staged))  # fmt: skip
@@ -489,6 +492,8 @@ def _ingest_source(
             state.sources.extend(feed.records())
     except BaseException:
         writer.abort()
+        if items is not None:  # its threads and stream now, not whenever it is collected
+            _close(items)
         raise
     epsg, x_ul, y_ul = zip(*geo, strict=True) if geo else ((), (), ())
     table = replace(
