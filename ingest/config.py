@@ -71,6 +71,7 @@ class RunConfig:
     labels_only: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
     overwrite: bool = False
+    """Replace an existing store, once the new one is complete (:mod:`ingest.store.replace`)."""
     resume: bool = False
     """Continue the unfinished store at ``store`` (same options), skipping its finished shards."""
     workers: int = field(default_factory=default_workers)
@@ -80,6 +81,11 @@ class RunConfig:
     via: Via = "archive"
     storage_options: dict[str, Any] = field(default_factory=dict)
     """fsspec options for a URL ``store`` (credentials, ``client_kwargs.endpoint_url``, ...)."""
+    staging_dir: str | None = None
+    """Where the staging folder of S1 patches and maps goes (default: ``$INGEST_STAGING_DIR``,
+    else beside a local store, else the system's temporary folder)."""
+    space_check: bool = True
+    """Estimate the bytes the run writes and refuse to start when a local file system lacks them."""
     cluster: str | None = None
     """Run the shard writing on dask.distributed: ``local:N`` (a LocalCluster of N workers) or a
     scheduler address; None writes with a local process pool (``workers``)."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -33,7 +34,18 @@ from .layouts.stage import PartnerCounts, stage
 from .layouts.tables import preload
 from .store import zarrstore as store
 from .store.buffers import Buffers
-from .store.staging import Staging, staging_directory
+from .store.location import StoreLocation
+from .store.lock import Lock, hold
+from .store.replace import Target, annotate, plan, probe_inputs, refuse_existing
+from .store.space import (
+    check_room,
+    disk_full,
+    estimate,
+    local_size,
+    samples_bound,
+    write_failure,
+)
+from .store.staging import Staging, staging_directory, staging_parent
 from .store.verify import NOT_COMPLETE, check
 from .store.writers import InlineWriter, PoolWriter, ShardCutter, ShardWriter
 
@@ -84,6 +96,7 @@ class _Run:
     examples: dict[str, list[str]] = field(default_factory=dict)
     layout: Layout | None = None
     staged: list[tuple[Partner, Staging, PartnerCounts]] = field(default_factory=list)
+    store_created: bool = False
 
     def fail_or_skip(self, error: InputDataError, item: str) -> None:
         if self.config.on_error == "fail":
@@ -167,51 +180,149 @@ def run(
     """Ingest the labels and source archives into the store at ``config.store``.
 
     ``warn`` receives warnings (items skipped, bad input), ``note`` information worth a line
-    (the dask dashboard's address).
+    (the dask dashboard's address, a stale lock taken over). The run holds the store's lock
+    (:mod:`ingest.store.lock`) from before its first write to its end: a second writer is refused.
     """
     state = _Run(config, progress or NoProgress(), warn or _ignore, note or _ignore)
+    with hold(config.location, note=state.note) as lock:
+        return _run_locked(state, lock)
+
+
+def _run_locked(state: _Run, lock: Lock) -> RunReport:
+    config = state.config
     preload()  # the official tables (~3 s), read while the labels stream in
-    location = config.location
+    final = config.location
     if config.resume:
         done = _resume_point(state)
     else:
-        store.prepare_path(location, overwrite=config.overwrite)
+        refuse_existing(final, overwrite=config.overwrite)
         done = {}
-    layout = open_layout(config, state.warn)
-    state.layout = layout
-    index = layout.read_labels(state)
-    partners = layout.partners()
-    capacity = layout.capacity(index)
-    if not config.resume:
-        store.create(
-            location,
-            capacity=capacity,
-            shard=config.shard_size,
-            dataset=layout.dataset,
-            layout=layout.name,
-            labels_only=config.labels_only,
-            s1=any(p.array == "bands_s1" for p in partners),
-            reference_maps=any(p.array == "reference_map" for p in partners),
-            attrs=_initial_attrs(state),
-        )
-    if config.labels_only:
-        table, read_to_end = _table(layout, index, index.selected_rows()[:capacity]), True
-    else:
-        directory = staging_directory(str(location))
-        try:
-            for partner in partners:
-                state.staged.append((partner, *stage(
-                    partner, index, state, location, directory,
-                    endpoint=config.endpoint, policy=config.retry, warn=state.warn,
-                )))  # fmt: skip
-            table, read_to_end = _ingest_source(state, layout, index, done)
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-    state.progress.done()
+    target: Target | None = None
+    staging: list[Path] = []
+    staging_at = staging_parent(final, config.staging_dir)
+    try:
+        layout = open_layout(config, state.warn)
+        state.layout = layout
+        index = layout.read_labels(state)
+        partners = layout.partners()
+        capacity = layout.capacity(index)
+        if config.space_check and not config.resume:
+            _check_room(config, partners, capacity, staging_at)
+        target = plan(final, overwrite=config.overwrite and not config.resume,
+                      before_delete=lambda: _probe(config))  # fmt: skip
+        if target.replacing:
+            config = state.config = replace(config, store=target.writing)
+        location = target.writing
+        if not config.resume:
+            state.store_created = True
+            store.create(
+                location,
+                capacity=capacity,
+                shard=config.shard_size,
+                dataset=layout.dataset,
+                layout=layout.name,
+                labels_only=config.labels_only,
+                s1=any(p.array == "bands_s1" for p in partners),
+                reference_maps=any(p.array == "reference_map" for p in partners),
+                attrs=_initial_attrs(state),
+            )
+        if config.labels_only:
+            table, read_to_end = _labels_only_table(state, layout, index, capacity)
+        else:
+            directory = staging_directory(str(final), staging_at)
+            staging.append(directory)
+            try:
+                for partner in partners:
+                    state.staged.append((partner, *stage(
+                        partner, index, state, location, directory,
+                        endpoint=config.endpoint, policy=config.retry, warn=state.warn,
+                    )))  # fmt: skip
+                table, read_to_end = _ingest_source(state, layout, index, done)
+            except OSError as error:  # told while the staging files are still there to count
+                full = disk_full(error, location, directory)
+                if full is None:
+                    raise
+                raise full from error
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+        state.progress.done()
+        report = _report(state, layout, index, table, read_to_end, final)
+        _finish(state, layout, index, table, report, location)
+        lock.check()
+        store.mark_complete(location)
+        target.commit()
+    except BaseException as error:
+        if target is not None:
+            target.discard()
+        writing = target.writing if target is not None else final
+        folder = staging[0] if staging else staging_at
+        told = write_failure(error, writing, folder) if isinstance(error, OSError) else None
+        left = _left_behind(state, target)
+        if left:
+            annotate(told or error, left)
+        if told is not None:
+            raise told from error
+        raise
+    return _with_size(report, state)
+
+
+def _check_room(
+    config: RunConfig, partners: tuple[Partner, ...], capacity: int, staging_at: Path
+) -> None:
+    """Refuse a run whose estimated store and staging exceed a local file system's free space."""
+    arrays = tuple(p.array for p in partners)
+    count = samples_bound(capacity, local_size(config.inputs().s2.parts))
+    room = estimate(count, labels_only=config.labels_only, partners=arrays)
+    check_room(room, config.location, staging_at if partners else None)
+
+
+def _finish(
+    state: _Run,
+    layout: Layout,
+    index: LabelIndex,
+    table: store.SampleTable,
+    report: RunReport,
+    location: StoreLocation,
+) -> None:
+    """The final attributes (with why a store is empty, when it is) and the small arrays; the
+    written store must pass its checks (all but ``complete``)."""
+    attrs = _final_attrs(state, report)
+    if len(table) == 0:
+        reason = _empty_reason(state, index, report)
+        state.warn(f"{report.store}: no sample written: {reason}")
+        attrs["report"]["empty"] = reason
+    hint = getattr(layout, "unlabelled_hint", None)
+    if report.source_without_labels and isinstance(hint, str):
+        state.warn(f"{report.source_without_labels:,} source patch(es) left out without "
+                   f"labels: {hint}")  # fmt: skip
+    store.finish(location, table, attrs)
+    problems = [p for p in check(location) if p != NOT_COMPLETE]
+    if problems:
+        raise StoreError(f"{location}: the written store fails its checks: {problems[0]}")
+
+
+def _probe(config: RunConfig) -> None:
+    """Every input opened and its first bytes read (before an old store is deleted)."""
+    inputs = config.inputs()
+    specs = [inputs.s2, *inputs.metadata, *(s for s in (inputs.s1, inputs.reference_maps) if s)]
+    if inputs.labels.parts or config.forced_layout == "mlhub":
+        specs.append(inputs.labels)
+    probe_inputs(specs, policy=config.retry, endpoint=config.endpoint)
+
+
+def _report(
+    state: _Run,
+    layout: Layout,
+    index: LabelIndex,
+    table: store.SampleTable,
+    read_to_end: bool,
+    final: StoreLocation,
+) -> RunReport:
+    config = state.config
     for name in index.unmatched_selected()[:EXAMPLES] if not config.labels_only else ():
         state.example("labels_without_source", name)
-    report = RunReport(
-        store=location,
+    return RunReport(
+        store=final,
         samples=len(table),
         labels_without_source=0 if config.labels_only else index.unmatched_count(),
         source_without_labels=state.source_without_labels,
@@ -228,12 +339,79 @@ def run(
         elapsed=0.0,
         examples=state.examples,
     )
-    store.finish(location, table, _final_attrs(state, report))
-    problems = [p for p in check(location) if p != NOT_COMPLETE]
-    if problems:
-        raise StoreError(f"{location}: the written store fails its checks: {problems[0]}")
-    store.mark_complete(location)
-    return _with_size(report, state)
+
+
+def _left_behind(state: _Run, target: Target | None) -> str | None:
+    """What a failed run leaves and what to do next (None: nothing was written)."""
+    final = state.config.location if target is None else target.final
+    if target is None and state.config.overwrite and final.exists():
+        return f"{final} is unchanged"
+    if target is not None and target.replacing:
+        return (f"{final} is unchanged (the unfinished replacement was removed); "
+                "run again with --overwrite")  # fmt: skip
+    if not (state.store_created or state.config.resume):
+        return None
+    deleted = " (the old store was deleted by --overwrite)" if target and target.deleted_old else ""
+    return (f"{final} is left unfinished{deleted}: continue it with --resume and the same "
+            "options, or start over with --overwrite")  # fmt: skip
+
+
+def _empty_reason(state: _Run, index: LabelIndex, report: RunReport) -> str:
+    """Why a run wrote no sample, in a few words."""
+    selection = state.config.selection
+    if selection.limit == 0:
+        return "--limit 0"
+    if report.skipped:
+        return f"all {len(report.skipped)} item(s) were bad and skipped (--on-error skip)"
+    if len(index) == 0:
+        if state.source_without_labels:
+            return (f"none of the {state.source_without_labels:,} source patch(es) has labels "
+                    "in the labels given")  # fmt: skip
+        return "the inputs hold no labelled patch"
+    if index.selected_count == 0:
+        return f"the selection matches none of the {len(index):,} labelled patches"
+    return (f"none of the {index.selected_count:,} selected patches is in the source archive "
+            f"({report.source_without_labels:,} source patch(es) without labels)")  # fmt: skip
+
+
+def _labels_only_table(
+    state: _Run, layout: Layout, index: LabelIndex, capacity: int
+) -> tuple[store.SampleTable, bool]:
+    """``--labels-only``: the labels known before the S2 archive, or, for a layout whose labels
+    come with each patch of the S2 archive (Zenodo v1.0's JSON), the labels read from it (the
+    archive is streamed, no band decoded)."""
+    if not getattr(layout, "labels_in_source", False):
+        return _table(layout, index, index.selected_rows()[:capacity]), True
+    limit = state.config.selection.limit
+    rows: list[int] = []
+    read_to_end = True
+    with layout.source_feed(index, state) as feed:
+        state.progress.phase(_phase_name(state.config), feed.meter)
+        items = feed.items()
+        try:
+            for obj in items:
+                if isinstance(obj, CollectionDoc):
+                    continue
+                if limit is not None and len(rows) >= limit:
+                    read_to_end = False
+                    break
+                state.progress.advance()
+                if isinstance(obj, BadItem):
+                    state.fail_or_skip(obj.error, obj.item_id)
+                    continue
+                try:
+                    _, row = layout.join(obj, index)
+                except InputDataError as error:
+                    state.fail_or_skip(error, obj.item_id)
+                    continue
+                if row is None or not index.selected[row]:
+                    continue
+                index.matched[row] = True
+                rows.append(row)
+        finally:
+            _close(items)
+        state.sources.extend(feed.records())
+    return _table(layout, index, rows), read_to_end
 
 
 def _resume_point(state: _Run) -> dict[int, store.ShardRecord]:
@@ -281,6 +459,7 @@ def _ingest_source(
     geo: list[tuple[int, float, float]] = []
     read_to_end = True
     writer = make_writer(config, state.note)
+    items: Iterator[Any] | None = None
     try:
         cutter = ShardCutter(writer, config.shard_size, done, config.location,
                              partners=tuple(staging for _, staging, _ in state.staged))  # fmt: skip
@@ -313,6 +492,8 @@ def _ingest_source(
             state.sources.extend(feed.records())
     except BaseException:
         writer.abort()
+        if items is not None:  # its threads and stream now, not whenever it is collected
+            _close(items)
         raise
     epsg, x_ul, y_ul = zip(*geo, strict=True) if geo else ((), (), ())
     table = replace(

@@ -12,7 +12,7 @@ import pytest
 import rasterio
 import zarr
 
-from ingest.errors import UsageError
+from ingest.errors import StoreError
 from ingest.layouts.mlhub import as_flag, parse_time
 from ingest.nomenclature import BAND_SLOT, CLASS_43_TO_19, CLASSES_43
 from ingest.store.verify import check
@@ -245,7 +245,7 @@ def test_synthetic_sample_selection_reference_is_not_trivial(
 
 def test_existing_store_needs_overwrite(real_sample: SampleArchives, tmp_path: Path) -> None:
     ingest_local(real_sample, tmp_path / "s.zarr")
-    with pytest.raises(UsageError, match="already exists"):
+    with pytest.raises(StoreError, match="already exists and is complete: use --overwrite"):
         ingest_local(real_sample, tmp_path / "s.zarr")
     ingest_local(real_sample, tmp_path / "s.zarr", overwrite=True)
     assert check(tmp_path / "s.zarr") == []
@@ -257,7 +257,7 @@ def test_overwrite_refuses_to_delete_a_non_store(
     precious = tmp_path / "thesis"
     precious.mkdir()
     (precious / "chapter1.tex").write_text("keep me")
-    with pytest.raises(UsageError, match="not a Zarr store"):
+    with pytest.raises(StoreError, match="not a Zarr store"):
         ingest_local(real_sample, precious, overwrite=True)
     assert (precious / "chapter1.tex").read_text() == "keep me"
 

@@ -43,6 +43,18 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _with_notes(message: str, error: BaseException, joint: str = "; ") -> str:
+    """The message and the notes added on the way up (what a failed run left behind), on one
+    line."""
+    notes = [" ".join(str(n).split()) for n in getattr(error, "__notes__", ())]
+    return joint.join([message, "; ".join(notes)]) if notes else message
+
+
+def interrupted_exit() -> None:
+    """Ctrl-C outside a command (start-up, option parsing): one line, exit 130."""
+    _fail("interrupted", EXIT_INTERRUPTED)
+
+
 def handle_errors(func: F) -> F:
     """Turn the tool's errors into a one-line message and its exit code at the edge."""
 
@@ -54,15 +66,11 @@ def handle_errors(func: F) -> F:
         except IngestError as exc:
             if debug:
                 raise
-            _fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
+            _fail(_with_notes(str(exc), exc), exc.exit_code)
+        except KeyboardInterrupt as exc:
             if debug:
                 raise
-            _fail(
-                "interrupted: the store is left unfinished; continue it with the same command "
-                "and --resume",
-                EXIT_INTERRUPTED,
-            )
+            _fail(_with_notes("interrupted", exc, ": "), EXIT_INTERRUPTED)
         return None
 
     return wrapper  # type: ignore[return-value]

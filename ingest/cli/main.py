@@ -133,7 +133,10 @@ def main(debug: bool) -> None:
 )
 @click.option("--limit", type=click.IntRange(min=0), help="Write at most N samples.")
 @click.option(
-    "--labels-only", is_flag=True, help="Write the label variables alone, from the labels archive."
+    "--labels-only",
+    is_flag=True,
+    help="Write the label variables alone: from the labels archive (MLHub), the metadata "
+    "(reBEN), or each patch's JSON in the S2 archive (Zenodo v1.0, streamed, no band decoded).",
 )
 @click.option(
     "--shard-size",
@@ -156,7 +159,27 @@ def main(debug: bool) -> None:
     show_default=True,
     help="On a bad item: stop, or leave it out and list it in the store's 'skipped'.",
 )
-@click.option("--overwrite", is_flag=True, help="Replace an existing store.")
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace an existing store, only once the new one is complete (a local store is written "
+    "beside it and swapped in; on object storage every input is checked before the old store is "
+    "deleted).",
+)
+@click.option(
+    "--staging-dir",
+    envvar="INGEST_STAGING_DIR",
+    metavar="DIR",
+    help="Where S1 patches and reference maps wait for their S2 shard (about 115 kB per S1 "
+    "patch). [env: INGEST_STAGING_DIR; default: beside a local store, else the system's "
+    "temporary folder]",
+)
+@click.option(
+    "--no-space-check",
+    is_flag=True,
+    help="Start even when the estimate of what the run writes exceeds the free space of a "
+    "local store's or the staging folder's file system.",
+)
 @click.option(
     "--resume",
     is_flag=True,
@@ -217,6 +240,8 @@ def run(
     profile: str | None,
     progress: bool | None,
     resume: bool,
+    staging_dir: str | None,
+    no_space_check: bool,
     via: str,
     cluster: str | None,
     storage_options: dict[str, Any],
@@ -232,8 +257,12 @@ def run(
     official:     ingest run v2.zarr --dataset bigearthnet-v2
     MLHub:        ingest run v1.zarr [--labels-archive L.tar.gz --source-archive S.tar.gz]
 
-    Without archives, MLHub's two collection archives come from its archive endpoint
-    (MLHUB_ROOT_URL, key from --api-key, MLHUB_API_KEY or the profiles file).
+    Without archives, MLHub's two collection archives come from the archive endpoint of an
+    MLHub-compatible server (MLHUB_ROOT_URL, key from --api-key, MLHUB_API_KEY or the profiles
+    file); MLHub itself (api.radiant.earth) was retired in 2023.
+
+    One run writes a store at a time (a second one is refused, exit 5); a failed run says what
+    it left and whether --resume continues it.
     """
     from ..errors import UsageError
     from ..pipeline import run as run_pipeline
@@ -269,6 +298,8 @@ def run(
         via="items" if via == "items" else "archive",
         storage_options=storage_options,
         cluster=cluster,
+        staging_dir=staging_dir,
+        space_check=not no_space_check,
     )
     show = sys.stderr.isatty() if progress is None else progress
     report = run_pipeline(

@@ -52,6 +52,28 @@ def patch_times(patch_ids: pa.ChunkedArray) -> np.ndarray:
     return np.asarray(parsed.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
+#: The two official metadata files and the patches each describes in the full release.
+MAIN_METADATA: Final = ("metadata.parquet", 480_038)
+FLAGGED_METADATA: Final = ("metadata_for_patches_with_snow_cloud_or_shadow.parquet", 69_450)
+
+
+def missing_file_hint(metadata: Metadata) -> str | None:
+    """What is missing when the metadata given looks like one of the two official files alone:
+    no row with snow, cloud or shadow (the second file missing), or only such rows (the first)."""
+    if not len(metadata):
+        return None
+    flagged = metadata.cloud_and_shadow | metadata.seasonal_snow
+    if flagged.any() and not flagged.all():
+        return None
+    name, count = FLAGGED_METADATA if not flagged.any() else MAIN_METADATA
+    which = "no patch with" if not flagged.any() else "only patches with"
+    return (
+        f"the metadata given has {which} snow, cloud or shadow: is {name} missing? The "
+        f"patches it describes ({count:,} in the full release) are left out as source without "
+        "labels"
+    )
+
+
 class RebenV2:
     name = "reben-v2"
     dataset = "bigearthnet-v2"
@@ -59,6 +81,9 @@ class RebenV2:
     def __init__(self, inputs: Inputs) -> None:
         self.inputs = inputs
         self.metadata: Metadata | None = None
+        self.unlabelled_hint: str | None = None
+        """Set when one of the two metadata files seems missing: the patches it describes come
+        out as source without labels (the run warns with their count at the end)."""
 
     def _metadata_sources(self, sink: Sink) -> list[io.BytesIO]:
         """Each metadata file's bytes (a few MB), streamed like any input: counted, hashed,
@@ -81,6 +106,9 @@ class RebenV2:
         names = [s.name for s in self.inputs.metadata]
         metadata = read_metadata(self._metadata_sources(sink), names=names)
         self.metadata = metadata
+        self.unlabelled_hint = missing_file_hint(metadata)
+        if self.unlabelled_hint is not None:
+            self.inputs.warn(f"--metadata: {self.unlabelled_hint}")
         index = LabelIndex(CLASSES_19, self.inputs.selection)
         patches: list[str] = metadata.patch_ids.to_pylist()
         times = patch_times(metadata.patch_ids)

@@ -54,6 +54,8 @@ def parse_labels_json(data: bytes, member: str) -> tuple[int, int]:
 class ZenodoV1:
     name = "zenodo-v1"
     dataset = "bigearthnet-v1"
+    #: Each patch's labels are in its folder of the S2 archive: ``--labels-only`` reads them there.
+    labels_in_source = True
 
     def __init__(self, inputs: Inputs) -> None:
         self.inputs = inputs

@@ -145,7 +145,11 @@ class ResumableBody:
             raise
         return response
 
-    def _failure(self, reason: str, retry_after: str | None = None) -> None:
+    def _failure(
+        self, reason: str, retry_after: str | None = None, *, announce: bool = False
+    ) -> None:
+        """Count a failure: give up past the policy's bounds, else wait (saying so when
+        ``announce``: a request that fails before any byte says nothing otherwise)."""
         self._failures += 1
         if self._failures > self._policy.attempts or self.resumes >= self._policy.max_resumes:
             tries = (
@@ -156,7 +160,13 @@ class ResumableBody:
             raise NetworkError(
                 f"{self._what}: giving up after {tries} at byte {self.position:,}: {redact(reason)}"
             )
-        self._sleep(self._policy.wait(self._failures, retry_after))
+        wait = self._policy.wait(self._failures, retry_after)
+        if announce:
+            self._warn(
+                f"{self._what}: {redact(reason)}; trying again in {wait:.0f} s "
+                f"(attempt {self._failures} of {self._policy.attempts})"
+            )
+        self._sleep(wait)
 
     def _request(self, url: str, *, start: int) -> requests.Response:
         headers = {}
@@ -185,10 +195,17 @@ class ResumableBody:
                 status = exc.response.status_code if exc.response is not None else 0
                 if status not in _RETRY_STATUS or exc.response is None:
                     raise http_error(status, exc.response, self._what, start) from None
-                self._failure(f"HTTP {status}", exc.response.headers.get("Retry-After"))
+                retry_after = exc.response.headers.get("Retry-After")
+                self._failure(f"HTTP {status}", retry_after, announce=True)
                 continue
             except _TRANSPORT_ERRORS as exc:
-                self._failure(_reason(exc))
+                host = unresolved_host(exc)
+                if host is not None and not self.position and not self.resumes:
+                    raise NetworkError(
+                        f"{self._what}: cannot resolve the host name {host!r} (no network, or a "
+                        "wrong URL)"
+                    ) from None
+                self._failure(_reason(exc), announce=True)
                 continue
             response.raw.decode_content = False
             return response
@@ -247,11 +264,33 @@ def http_error(
     return NetworkError(f"{what}: HTTP {status} {reason}".rstrip())
 
 
+def unresolved_host(exc: BaseException) -> str | None:
+    """The host name whose lookup failed, when that is what ``exc`` (or what it wraps) says."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, urllib3.exceptions.NameResolutionError):
+            host = getattr(error.conn, "host", None)
+            return str(host) if host else "?"
+        stack += [a for a in error.args if isinstance(a, BaseException)]
+        reason = getattr(error, "reason", None)
+        stack += [e for e in (reason, error.__cause__, error.__context__) if e is not None]
+    return None
+
+
 def _reason(exc: BaseException) -> str:
     """A short cause (urllib3 wraps the OS error in "Connection broken: ...")."""
     inner = next((a for a in exc.args if isinstance(a, BaseException)), None)
     cause = inner or exc.__cause__ or exc
     if isinstance(cause, OSError) and cause.strerror:
         return cause.strerror.lower()
+    host = unresolved_host(exc)
+    if host is not None:
+        return f"cannot resolve the host name {host!r}"
     text = redact(str(exc)).strip() or type(exc).__name__
-    return text.splitlines()[0][:200]
+    line = text.splitlines()[0]
+    return line if len(line) <= 200 else line[:200].rsplit(" ", 1)[0] + " …"

@@ -10,6 +10,7 @@ file, and the root URL from ``MLHUB_ROOT_URL``. The key never appears in message
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import requests
 from radiant_mlhub.exceptions import APIKeyNotFound
 from radiant_mlhub.session import Session, get_session
 
-from ..errors import AuthError, InputDataError
+from ..errors import AuthError, InputDataError, UsageError
 from .download import ResumableBody, RetryPolicy, redact
 
 
@@ -32,6 +33,7 @@ class Endpoint:
     profile: str | None = None
 
     def session(self) -> Session:
+        check_root_url()
         try:
             return get_session(api_key=self.api_key, profile=self.profile)
         except APIKeyNotFound:
@@ -39,6 +41,28 @@ class Endpoint:
                 "no MLHub API key: pass --api-key, set MLHUB_API_KEY, or configure a profile "
                 "in ~/.mlhub/profiles (MLHUB_HOME)"
             ) from None
+
+
+#: radiant-mlhub's default root URL: MLHub's API, retired in 2023 (it no longer resolves).
+RETIRED_ROOT_URL = Session.DEFAULT_ROOT_URL
+
+
+def check_root_url() -> None:
+    """Refuse at once what cannot work: no ``MLHUB_ROOT_URL`` (radiant-mlhub's default is MLHub's
+    retired API, where a run used to wait minutes for a DNS error), or one without its trailing
+    slash (the last segment of the URL would be dropped from every request)."""
+    root = os.environ.get(Session.ROOT_URL_ENV_VARIABLE, "")
+    if not root:
+        raise UsageError(
+            f"MLHub's API ({RETIRED_ROOT_URL}, used when MLHUB_ROOT_URL is not set) was retired "
+            "in 2023: give the archives (ingest run --source-archive ..., or --dataset "
+            "bigearthnet-v1|v2), or set MLHUB_ROOT_URL to an MLHub-compatible endpoint"
+        )
+    if not root.endswith("/"):
+        raise UsageError(
+            f"MLHUB_ROOT_URL={redact(root)} must end with a slash ({redact(root)}/): without it "
+            "the last segment of the URL is dropped from every request"
+        )
 
 
 class Readable(Protocol):

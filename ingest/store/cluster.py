@@ -15,9 +15,12 @@ so far, so ``--resume`` continues the store.
 
 from __future__ import annotations
 
+import signal
+import threading
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 
 import dask
 import numpy as np
@@ -43,18 +46,34 @@ def connect(cluster: str) -> tuple[Client, LocalCluster | None]:
     """A client for ``local:N`` (a new LocalCluster of N one-thread worker processes, on
     loopback) or a scheduler address; the LocalCluster is returned so it can be closed."""
     if cluster.startswith(LOCAL_PREFIX):  # N >= 1 checked by RunConfig
-        local = LocalCluster(
-            n_workers=int(cluster.removeprefix(LOCAL_PREFIX)),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-        )
+        # Its worker processes start with Ctrl-C ignored (a disposition they inherit), so that a
+        # Ctrl-C at the terminal reaches the client alone, which closes the cluster; one pressed
+        # during these few seconds of start-up is lost.
+        with _ignored_sigint():
+            local = LocalCluster(
+                n_workers=int(cluster.removeprefix(LOCAL_PREFIX)),
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+            )
         return Client(local), local
     try:
         return Client(cluster, timeout=CONNECT_TIMEOUT), None
     except OSError as exc:
         raise UsageError(f"--cluster {cluster}: cannot reach the scheduler ({exc})") from None
+
+
+@contextmanager
+def _ignored_sigint() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # pragma: no cover
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class DaskWriter:
@@ -121,11 +140,13 @@ class DaskWriter:
             self._shutdown()
 
     def abort(self) -> None:
-        """Cancel what is queued; shards already written stay journalled (resumable)."""
-        try:
+        """Cancel what is queued; shards already written stay journalled (resumable). Never
+        raises: it runs while an error or a Ctrl-C is on its way up (after which the cluster's
+        loop may already be closed)."""
+        with suppress(Exception):
             self._client.cancel(list(self._pending))
-        finally:
-            self._pending.clear()
+        self._pending.clear()
+        with suppress(Exception):
             self._shutdown()
 
     def _collect(self) -> None:

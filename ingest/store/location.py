@@ -21,6 +21,9 @@ from fsspec.core import url_to_fs
 
 from ..errors import UsageError
 
+#: Attempts of one S3 request (botocore's ``standard`` retry mode), s3fs retrying on top of it.
+S3_ATTEMPTS = 8
+
 Where: TypeAlias = "str | os.PathLike[str] | StoreLocation"
 """Anything naming a store: a path, a URL, or a :class:`StoreLocation`."""
 
@@ -55,9 +58,21 @@ class StoreLocation:
         return "://" not in self.url or self.url.startswith("file://")
 
     @property
+    def fs_options(self) -> dict[str, Any]:
+        """``storage_options`` with this tool's defaults for the protocol: on S3, botocore's
+        ``standard`` retry mode (throttling such as ``503 SlowDown``, 5xx answers and broken
+        connections are retried with backoff, up to :data:`S3_ATTEMPTS` attempts) unless the
+        options set ``config_kwargs.retries`` themselves."""
+        if not self.url.startswith(("s3://", "s3a://")):
+            return self.storage_options
+        config = dict(self.storage_options.get("config_kwargs") or {})
+        config.setdefault("retries", {"mode": "standard", "max_attempts": S3_ATTEMPTS})
+        return {**self.storage_options, "config_kwargs": config}
+
+    @property
     def zarr_options(self) -> dict[str, Any] | None:
         """``storage_options`` for zarr's ``open_*``, which refuses them for a plain path."""
-        return None if self.is_local else self.storage_options
+        return None if self.is_local else self.fs_options
 
     @property
     def zarr_url(self) -> str:
@@ -69,7 +84,7 @@ class StoreLocation:
 
     @cached_property
     def _fs(self) -> tuple[fsspec.AbstractFileSystem, str]:
-        fs, root = url_to_fs(self.url, **self.storage_options)
+        fs, root = url_to_fs(self.url, **self.fs_options)
         return fs, root.rstrip("/")
 
     def key(self, *parts: str) -> str:
@@ -100,6 +115,10 @@ class StoreLocation:
     def delete(self) -> None:
         fs, root = self._fs
         fs.rm(root, recursive=True)
+        # Every cached instance of this filesystem (zarr's asynchronous one too) forgets the
+        # listings under the store, or a store created here next would look occupied.
+        for instance in list(getattr(type(fs), "_cache", {}).values()):
+            instance.invalidate_cache(root)
 
     def size(self) -> int:
         """Bytes of all objects of the store."""

@@ -12,7 +12,8 @@ byte range and writes them, prefixed to nothing and followed by the shard index,
 array's shard: no second decode, no recompression (:func:`ingest.store.shards.assemble`).
 
 What this costs: disk for the staged partners (115 KB per S1 patch, ≈ 2 KB per map) in
-``$INGEST_STAGING_DIR`` (default the system temporary folder), deleted when the run ends; in
+``--staging-dir``, else ``$INGEST_STAGING_DIR``, else beside a local store (the system's temporary
+folder for a store on object storage), deleted when the run ends; in
 memory an index of a few numbers per staged patch. A resumed run stages again (the staging file is
 never trusted across runs); the shards the journal lists stay as they are.
 """
@@ -34,6 +35,7 @@ import numpy as np
 import zarr
 
 from ..errors import InputDataError
+from .location import StoreLocation
 from .shards import ShardEncoder
 
 STAGING_DIR_ENV = "INGEST_STAGING_DIR"
@@ -198,12 +200,27 @@ class _BackgroundWriter:
 _PENDING = 64
 
 
-def staging_directory(store_url: str) -> Path:
-    """An empty folder for the staging files of the run writing ``store_url``, in
-    ``$INGEST_STAGING_DIR`` (default: the system's temporary folder). Named after the store, so
-    that a run killed before it could remove its folder leaves it to the next run (``--resume``)
-    of the same store, which empties it first."""
-    parent = Path(os.environ.get(STAGING_DIR_ENV) or tempfile.gettempdir())
+def staging_parent(store: StoreLocation, explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The folder that holds a run's staging folder: ``explicit`` (``--staging-dir``), else
+    ``$INGEST_STAGING_DIR``, else beside a local store (its file system is the one the run was
+    given room on, where the system's temporary folder is often small or in memory), else the
+    system's temporary folder (a store on object storage)."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get(STAGING_DIR_ENV):
+        return Path(os.environ[STAGING_DIR_ENV]).expanduser()
+    if store.is_local:
+        return Path(store.zarr_url.rstrip("/")).absolute().parent
+    return Path(tempfile.gettempdir())
+
+
+def staging_directory(store_url: str, parent: Path | None = None) -> Path:
+    """An empty folder for the staging files of the run writing ``store_url``, in ``parent``
+    (default :func:`staging_parent` of the store). Named after the store, so that a run killed
+    before it could remove its folder leaves it to the next run (``--resume``) of the same store,
+    which empties it first."""
+    if parent is None:
+        parent = staging_parent(StoreLocation.of(store_url))
     digest = hashlib.sha256(store_url.encode()).hexdigest()[:16]
     folder = parent / f"ingest-staging-{digest}"
     shutil.rmtree(folder, ignore_errors=True)

@@ -22,6 +22,8 @@ from ..nomenclature import labels19_of
 from .location import StoreLocation, Where
 
 NOT_COMPLETE = "store is not complete (attribute 'complete' is not true)"
+#: A store of no sample is complete only with a note saying why (``report.empty``).
+EMPTY_WITHOUT_NOTE = "the store holds no sample and no note says why (report.empty)"
 _DTYPES = {"string": ("str", "<U", "StringDType", "object"), "bool": ("bool",)}
 #: A contract v1 store is a v2 store of this dataset.
 _V1_DATASET = "bigearthnet-v1"
@@ -270,6 +272,13 @@ def _check_attrs(
                 f"({', '.join(layouts)})"
             )
         problems += _check_sources(attrs.get("sources"), contract)
+    report = attrs.get("report")
+    if (
+        samples == 0
+        and "counts" in attrs
+        and not (isinstance(report, dict) and report.get("empty"))
+    ):
+        problems.append(EMPTY_WITHOUT_NOTE)
     if attrs.get("complete") is not True:
         problems.append(NOT_COMPLETE)
     return problems

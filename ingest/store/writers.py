@@ -17,11 +17,14 @@ import os
 import signal
 import threading
 from collections import deque
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
+from types import FrameType
 from typing import Protocol
 
 import numpy as np
@@ -112,9 +115,10 @@ class PoolWriter:
         self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
     ) -> None:
         memory = self._taken.pop(id(buffers[BAND_GROUPS[0].array_name]))
-        future = self._pool.submit(
-            _write_from_shared, self._path, memory.name, self._shapes, start, record, staged
-        )
+        with held_sigint():  # a worker may be spawned here: it starts with Ctrl-C held back
+            future = self._pool.submit(
+                _write_from_shared, self._path, memory.name, self._shapes, start, record, staged
+            )
         self._in_flight.append((future, memory))
 
     def close(self) -> None:
@@ -253,11 +257,37 @@ def check_resumed(
 _WRITING = threading.Lock()
 
 
+@contextmanager
+def held_sigint() -> Iterator[None]:
+    """Hold Ctrl-C back meanwhile: the worker processes spawned here inherit the blocked signal,
+    so a Ctrl-C that reaches the whole process group while they are still importing is not a
+    traceback in each of them (:func:`_init_worker` then ignores it); and a Ctrl-C cannot cut
+    the parent's hand-over to a starting worker short (which the worker would report as a
+    traceback too). The reader gets its Ctrl-C when the block ends."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
+        threading.main_thread()
+    ):  # pragma: no cover - Windows, or a library caller's thread (no Python handler to defer)
+        yield
+        return
+    caught: list[tuple[int, FrameType | None]] = []
+    handler = signal.signal(signal.SIGINT, lambda number, frame: caught.append((number, frame)))
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+        if caught and callable(handler):
+            handler(*caught[0])
+
+
 def _init_worker() -> None:
     """Workers leave Ctrl-C to the reader, which lets the shards in progress finish; and they exit
     when the reader dies without shutting them down (kill -9, the OOM killer), which would
     otherwise leave them waiting on its queue forever."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # also drops a Ctrl-C held back since spawn
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     parent = multiprocessing.parent_process()
     if parent is not None:
         threading.Thread(

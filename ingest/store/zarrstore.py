@@ -111,18 +111,6 @@ class SampleTable:
         return len(self.patch_id)
 
 
-def prepare_path(store_at: Where, *, overwrite: bool) -> None:
-    """Refuse an existing store unless ``overwrite``; then delete it only if it is a store."""
-    location = StoreLocation.of(store_at)
-    if not location.exists():
-        return
-    if not overwrite:
-        raise UsageError(f"{location} already exists (use --overwrite to replace it)")
-    if not location.exists("zarr.json"):
-        raise UsageError(f"{location} exists and is not a Zarr store: refusing to delete it")
-    location.delete()
-
-
 def create(
     store_at: Where,
     *,

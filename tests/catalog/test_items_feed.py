@@ -24,7 +24,7 @@ import zarr
 
 from ingest.catalog import items_feed
 from ingest.config import RunConfig, RunReport
-from ingest.errors import AuthError, UsageError
+from ingest.errors import AuthError, StoreError, UsageError
 from ingest.layouts.labels import Selection
 from ingest.pipeline import run
 from ingest.sources.download import RetryPolicy
@@ -275,7 +275,7 @@ def test_resume_refuses_another_via_and_finishes_an_items_store(
             return real_write(path, start, bands, record, *rest)
 
         monkeypatch.setattr(store, "write_shard", crash_after_two)
-        with pytest.raises(OSError, match="disk on fire"):
+        with pytest.raises(StoreError, match="writing failed: disk on fire"):
             ingest_items(tmp_path / "s.zarr", shard_size=4)
         monkeypatch.setattr(store, "write_shard", real_write)
         with pytest.raises(UsageError, match="--resume with different options: via is 'items' in"):

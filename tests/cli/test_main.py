@@ -86,11 +86,13 @@ def test_usage_errors(
     assert message in err
 
 
-def test_existing_store_is_a_usage_error(real_sample: SampleArchives, tmp_path: Path) -> None:
+def test_existing_store_is_a_store_error(real_sample: SampleArchives, tmp_path: Path) -> None:
     (tmp_path / "s.zarr").mkdir()
     code, _, err = invoke("run", str(tmp_path / "s.zarr"), *local(real_sample))
-    assert code == 2
-    assert err == f"error: {tmp_path / 's.zarr'} already exists (use --overwrite to replace it)\n"
+    assert code == 5
+    assert err == (
+        f"error: {tmp_path / 's.zarr'} exists and is not a Zarr store: refusing to touch it\n"
+    )
 
 
 def test_input_data_error_is_one_line_exit_3(real_sample: SampleArchives, tmp_path: Path) -> None:
@@ -148,4 +150,4 @@ def test_console_script_runs_as_a_process(real_sample: SampleArchives, tmp_path:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 1
-    assert "Traceback" in done.stderr and "UsageError" in done.stderr
+    assert "Traceback" in done.stderr and "StoreError" in done.stderr

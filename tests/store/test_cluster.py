@@ -193,8 +193,8 @@ def test_cli_writes_and_verifies_an_s3_store(
     again = CliRunner().invoke(
         main, ["run", url, "--labels-archive", str(archives.labels), *common]
     )
-    assert again.exit_code == 2
-    assert f"{url} already exists (use --overwrite to replace it)" in again.output
+    assert again.exit_code == 5
+    assert f"{url} already exists and is complete: use --overwrite to replace it" in again.output
 
 
 @pytest.mark.parametrize(

@@ -64,7 +64,7 @@ def test_crash_then_resume(
         return real_write(path, start, bands, record, *rest)
 
     monkeypatch.setattr(store, "write_shard", crash_after_three)
-    with pytest.raises(OSError, match="disk on fire"):
+    with pytest.raises(StoreError, match="writing failed: disk on fire"):
         ingest_local(archives, tmp_path / "s.zarr", shard_size=SHARD)
     assert zarr.open_group(str(tmp_path / "s.zarr")).attrs["complete"] is False
     assert "store is not complete (attribute 'complete' is not true)" in check(tmp_path / "s.zarr")
@@ -85,7 +85,7 @@ def test_resume_refuses_other_options(
     archives: SampleArchives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store, "write_shard", _fail_write)
-    with pytest.raises(OSError, match="stop"):
+    with pytest.raises(StoreError, match="writing failed: stop"):
         ingest_local(archives, tmp_path / "s.zarr", shard_size=SHARD)
     monkeypatch.undo()
     with pytest.raises(
@@ -130,7 +130,7 @@ def test_resume_detects_changed_input(
         return real_write(*args)
 
     monkeypatch.setattr(store, "write_shard", crash_after_two)
-    with pytest.raises(OSError, match="stop"):
+    with pytest.raises(StoreError, match="writing failed: stop"):
         ingest_local(archives, tmp_path / "s.zarr", shard_size=SHARD)
     monkeypatch.setattr(store, "write_shard", real_write)
     other = write_synthetic_sample(tmp_path / "other", 600, seed=6)
@@ -227,7 +227,7 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_store(
     assert process.returncode == 130, err
     assert (
         err
-        == "error: interrupted: the store is left unfinished; continue it with the same command and --resume\n"
+        == f"error: interrupted: {path} is left unfinished: continue it with --resume and the same options, or start over with --overwrite\n"
     )
     assert zarr.open_group(str(path)).attrs["complete"] is False
     done = subprocess.run(
