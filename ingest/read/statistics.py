@@ -121,7 +121,12 @@ def compute(
         raise UsageError(f"size must be a number of pixels from 1 to 4096, not {size!r}")
     if split is not None and split not in SPLITS:
         raise UsageError(f"unknown split {split!r} (one of {', '.join(SPLITS)}, or all)")
-    ds = open_store(store, storage_options=storage_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an unfinished store is refused just below
+        ds = open_store(store, storage_options=storage_options)
+    if ds.attrs.get("complete") is not True:
+        raise StoreError(f"{store}: the store is not complete (finish it with `ingest run "
+                         "--resume`); statistics of part of it would be wrong")  # fmt: skip
     if split is not None:
         if "split" not in ds.variables:
             raise UsageError(f"{store} records no split (use --split all)")
@@ -162,20 +167,23 @@ def compute(
 def record(
     store: str, stats: StoreStatistics, storage_options: dict[str, Any] | None = None
 ) -> None:
-    """Add (or replace) ``stats`` in the store's ``statistics`` attribute and consolidate."""
+    """Add (or replace) ``stats`` in the store's ``statistics`` attribute and consolidate, holding
+    the store's writer lock (a run writing the store refuses it, and it refuses a run)."""
     import zarr
 
     from ..store.location import StoreLocation
+    from ..store.lock import hold
 
     location = StoreLocation.of(store, storage_options)
-    group = location.open_group(mode="r+", use_consolidated=False)
-    old = group.attrs.get("statistics", [])
-    entries = [e for e in (old if isinstance(old, list) else [])
-               if isinstance(e, dict) and _key(e) != _key(stats.entry())]  # fmt: skip
-    group.attrs["statistics"] = [*entries, stats.entry()]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
-        zarr.consolidate_metadata(group.store)
+    with hold(location, note=lambda _: None):
+        group = location.open_group(mode="r+", use_consolidated=False)
+        old = group.attrs.get("statistics", [])
+        entries = [e for e in (old if isinstance(old, list) else [])
+                   if isinstance(e, dict) and _key(e) != _key(stats.entry())]  # fmt: skip
+        group.attrs["statistics"] = [*entries, stats.entry()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
+            zarr.consolidate_metadata(group.store)
 
 
 def _key(entry: Mapping[str, Any]) -> tuple[Any, ...]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import zarr
 from click.testing import CliRunner
 
 import ingest
@@ -123,6 +125,26 @@ def test_bad_requests(store: Path) -> None:
     ):
         ingest.SampleDataset(store, convention="configilm", interpolation="bilinear", size=128,
                              normalize="store")  # fmt: skip
+
+
+def test_unfinished_and_locked_stores_are_refused(store: Path) -> None:
+    from ingest.store.location import StoreLocation
+    from ingest.store.lock import hold
+
+    with hold(StoreLocation.of(store), note=lambda _: None):  # as a running ingest holds it
+        result = CliRunner().invoke(main, ["stats", str(store)])
+    assert result.exit_code == 5
+    assert f"{store} is being written by another run" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    group = zarr.open_group(store, mode="r+", use_consolidated=False)
+    del group.attrs["complete"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is not in the v3 spec yet
+        zarr.consolidate_metadata(store)
+    result = CliRunner().invoke(main, ["stats", str(store)])
+    assert (result.exit_code, result.stderr.strip()) == (
+        5, f"error: {store}: the store is not complete (finish it with `ingest run --resume`); "
+        "statistics of part of it would be wrong")  # fmt: skip
 
 
 def test_record_keeps_the_store_valid(store: Path) -> None:
