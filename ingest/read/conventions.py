@@ -69,9 +69,10 @@ _TORCHGEO_S2 = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "
 _TORCHGEO_S1 = ("VH", "VV")
 #: torchgeo ``BigEarthNetDataModule`` mins and maxs, (VV, VH, B01 … B12) by position.
 _TORCHGEO_MIN: tuple[float, ...] = (-48.0, -42.0, *([1.0] * 12))
-_TORCHGEO_MAX: tuple[float, ...] = (6.0, 16.0, 9859.0, 12872.0, 13163.0, 14445.0, 12477.0,
-                 12563.0, 12289.0,
-                 15596.0, 12183.0, 9458.0, 5897.0, 5544.0)  # fmt: skip
+_TORCHGEO_MAX: tuple[float, ...] = (
+    6.0, 16.0, 9859.0, 12872.0, 13163.0, 14445.0, 12477.0, 12563.0, 12289.0, 15596.0, 12183.0,
+    9458.0, 5897.0, 5544.0,
+)  # fmt: skip
 _S1_ROWS = {"VV": 0, "VH": 1}
 
 
@@ -87,10 +88,11 @@ def configilm_bands(bands: str | int | Sequence[str]) -> tuple[str, ...]:
     """ConfigILM's ``resolve_band_combi``: a name or number of ``STANDARD_BANDS``, one band
     name, or a list of band names."""
     standard = _configilm()["standard_bands"]
-    if isinstance(bands, bool):
-        raise UsageError(f"unknown band combination {bands!r}")
-    if isinstance(bands, int | str) and str(bands) in standard:
+    if isinstance(bands, int | str) and not isinstance(bands, bool) and str(bands) in standard:
         return tuple(standard[str(bands)])
+    if not isinstance(bands, str | list | tuple):
+        raise UsageError(f"unknown band combination {bands!r} (one of {', '.join(standard)}, "
+                         "or a list of band names)")  # fmt: skip
     names = [bands] if isinstance(bands, str) else list(bands)  # type: ignore[arg-type]
     known = [*_S1_ROWS, *BAND_SLOT]
     for name in names:
@@ -116,6 +118,13 @@ class Statistics:
         missing = [b for b in bands if b not in self.mean or b not in self.std]
         if missing:
             raise UsageError(f"{self.source} has no statistics for band {missing[0]}")
+        bad = [b for b in bands if not (np.isfinite(self.mean[b]) and self.std[b] > 0)]
+        if bad:
+            band = bad[0]
+            raise UsageError(
+                f"{self.source}: band {band} has mean {self.mean[band]} and std "
+                f"{self.std[band]} (a finite mean and a positive std are needed)"
+            )
         return (np.array([self.mean[b] for b in bands], np.float32),
                 np.array([self.std[b] for b in bands], np.float32))  # fmt: skip
 

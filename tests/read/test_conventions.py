@@ -306,6 +306,19 @@ def test_configilm_on_v1(v1: tuple[ReleaseSample, Path]) -> None:
         ({"convention": "keras"}, "unknown convention 'keras' (one of configilm, torchgeo)"),
         ({"convention": "configilm", "bands": "NIR"}, "unknown band or band combination 'NIR'"),
         ({"convention": "configilm", "interpolation": "area"}, "unknown interpolation 'area'"),
+        ({"convention": "configilm", "bands": 5}, "unknown band combination 5 (one of S1, S2,"),
+        (
+            {"convention": "configilm", "bands": "RGB", "normalize": {"B04": (1.0, 0.0)}},
+            "normalize has no statistics for band B03",
+        ),
+        (
+            {
+                "convention": "configilm",
+                "bands": "RGB",
+                "normalize": {"B04": (1.0, 0.0), "B03": (1.0, 1.0), "B02": (1.0, 1.0)},
+            },
+            "normalize: band B04 has mean 1.0 and std 0.0 (a finite mean and a positive std",
+        ),
         (
             {"convention": "configilm", "size": 100, "normalize": True},
             "ConfigILM publishes statistics for sizes 120, 128, 60 only, not 100; use "
