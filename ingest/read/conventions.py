@@ -93,7 +93,7 @@ def configilm_bands(bands: str | int | Sequence[str]) -> tuple[str, ...]:
     if not isinstance(bands, str | list | tuple):
         raise UsageError(f"unknown band combination {bands!r} (one of {', '.join(standard)}, "
                          "or a list of band names)")  # fmt: skip
-    names = [bands] if isinstance(bands, str) else list(bands)  # type: ignore[arg-type]
+    names = [bands] if isinstance(bands, str) else list(bands)
     known = [*_S1_ROWS, *BAND_SLOT]
     for name in names:
         if name not in known:
