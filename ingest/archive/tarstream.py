@@ -44,7 +44,7 @@ _KINDS: Final = {
     b"6": "fifo",
 }
 _NO_DATA: Final = frozenset(_KINDS)  # these types never have data blocks, whatever their size
-_PAX: Final = (b"x", b"g")
+_PAX: Final = (b"x", b"g", b"X")  # X: Solaris's pax header, read as x (as tarfile does)
 _GNU_LONG: Final = (b"L", b"K")
 #: Default bound on the extended headers read for one member (long names, pax records), together.
 HEADER_BYTES: Final = 1 << 20
@@ -102,12 +102,17 @@ class TarReader:
         long_name: str | None = None
         global_bytes = 0  # bytes of pax global headers read so far (they stay in force)
         pending = 0  # bytes of the extended headers read for the next member
+        extended = False  # whether the last header read was an extended one
+        seen: set[bytes] = set()  # the kinds of extended header read for the next member
+        long_first = False  # whether the long name came before the pax header (it then wins)
         while True:
             if self._unread:
                 self._skip_rest()
             self._current = None
             block = self._read(BLOCK)
             if block == _ZERO_BLOCK:
+                if extended:
+                    raise self._error("archive is corrupt: an extended header belongs to no member")
                 return  # the end-of-archive marker
             if not block:  # a stream ending between members, without the marker: cut short
                 raise self._error("archive is truncated: no end-of-archive marker after a member")
@@ -124,26 +129,38 @@ class TarReader:
                         f"the limit of {self._header_limit:,} for one member's headers"
                     )
                 data = self._take(size, "a member header")
+                extended = True
                 if kind == b"g":
                     global_bytes += size
                     pax_global.update(self._pax_records(data))
                     continue
+                kind = b"x" if kind == b"X" else kind
+                if kind in seen:  # readers disagree on which one counts: refuse both
+                    raise self._error("archive is corrupt: two extended headers of one kind "
+                                      "for one member")  # fmt: skip
+                seen.add(kind)
                 pending += size
                 if kind == b"x":
-                    pax.update(self._pax_records(data))
+                    pax = self._pax_records(data)
+                    long_first = long_name is not None
                 elif kind == b"L":
                     long_name = _text(data.split(b"\x00", 1)[0])
                 continue
             headers = {**pax_global, **pax} if pax_global else pax
-            name = headers.get("path") or long_name or _ustar_name(block)
+            if kind == b"\x00" and block[:100].split(b"\x00", 1)[0].endswith(b"/"):
+                kind = b"5"  # a pre-POSIX directory (by its own name field, as tarfile reads it)
+            # The first of a long name and a pax path wins; a global path only without either.
+            path = None if long_first else pax.get("path")
+            if not path and long_name is None:
+                path = pax_global.get("path")
+            name = _member_name(block, kind, path, long_name)
             if "size" in headers:
                 size = self._pax_size(headers["size"])
             sparse = bool(headers) and any(key.startswith("GNU.sparse.") for key in headers)
-            pax, long_name, pending = {}, None, 0
-            if kind == b"\x00" and name.endswith("/"):
-                kind = b"5"  # a pre-POSIX directory
-            if kind == b"5":
-                name = name.rstrip("/")
+            pax, long_name, pending, extended, long_first = {}, None, 0, False, False
+            seen.clear()
+            if kind == b"S" and block[482]:
+                self._skip_sparse_extensions()
             member = Member(name, size, kind, sparse)
             self._current = member
             self._unread = 0 if kind in _NO_DATA else size + (-size % BLOCK)
@@ -171,6 +188,16 @@ class TarReader:
                 where = self._current.name if self._current else "a member"
                 raise self._error(f"archive is truncated inside {where}")
             self._unread -= len(piece)
+
+    def _skip_sparse_extensions(self) -> None:
+        """Pass over the extension blocks of an old GNU sparse header (its map continued; byte
+        504 of each says whether another follows): they precede the member's data."""
+        while True:
+            block = self._read(BLOCK)
+            if len(block) < BLOCK:
+                raise self._error("archive is truncated inside a member header")
+            if not block[504]:
+                return
 
     def _check(self, block: bytes) -> None:
         stored = self._number(block[148:156], "checksum")
@@ -229,6 +256,20 @@ class TarReader:
 
     def _error(self, message: str) -> InputDataError:
         return InputDataError(self._culprit, message)
+
+
+def _member_name(block: bytes, kind: bytes, path: str | None, long_name: str | None) -> str:
+    """The name as tarfile gives it: a pax ``path`` less its trailing slashes, else a GNU long
+    name (a directory's less one trailing slash), else the header's own name (a directory's
+    less its trailing slashes)."""
+    if path:
+        return path.rstrip("/")
+    if long_name is not None:
+        return long_name.removesuffix("/") if kind == b"5" else long_name
+    if kind == b"S":  # GNU sparse: bytes 345 on hold its own fields, never a prefix
+        return _text(block[:100].split(b"\x00", 1)[0])
+    name = _ustar_name(block)
+    return name.rstrip("/") if kind == b"5" else name
 
 
 def _ustar_name(block: bytes) -> str:

@@ -190,9 +190,14 @@ def test_extended_headers_count_together_for_one_member_and_globals_stay() -> No
     """Many headers, each below the limit, cannot add up to more than it: neither the ones before
     one member nor the global ones over the whole archive."""
     piece = {"comment": "c" * (LIMIT // 3)}
-    before_one = pax(piece) + pax(piece) + pax(piece) + pax(piece) + band(f"{TOP}/p/p_B01.tif")
+    name = (f"{TOP}/p/" + "n" * (LIMIT * 2 // 3)).encode()
+    long_name = bytes(header("././@LongLink", len(name) + 1, tarfile.GNUTYPE_LONGNAME))
+    before_one = pax(piece) + long_name + padded(name + b"\x00") + band(f"{TOP}/p/p_B01.tif")
     with pytest.raises(InputDataError, match="exceeds the limit"):
         read_all(before_one + end())
+    twice = pax(piece) + pax(piece) + band(f"{TOP}/p/p_B01.tif")  # readers disagree on these
+    with pytest.raises(InputDataError, match="two extended headers of one kind for one member"):
+        read_all(twice + end())
     spread = b"".join(pax(piece, tarfile.XGLTYPE) + band(f"{TOP}/p{i}/p{i}_B01.tif")
                       for i in range(4))  # fmt: skip
     with pytest.raises(InputDataError, match="exceeds the limit"):
