@@ -184,6 +184,8 @@ def _decode_fast(
         raise InputDataError(name, f"truncated TIFF: IFD ends at byte {end + 4} of {size}")
     # Entries stay raw until needed: most of the 15 tags of a real file are never decoded.
     tags = {e[0]: e for e in _ENTRY[bo].iter_unpack(buf[ifd + 2 : end])}
+    if len(tags) != count:  # readers disagree on which entry counts: refuse
+        raise InputDataError(name, "malformed TIFF: a tag appears twice in the IFD")
     if not tags.keys().isdisjoint(_TILE_TAGS):
         raise _NotFast
     layout = tuple(map(tags.get, _LAYOUT_TAGS))
@@ -198,19 +200,21 @@ def _decode_fast(
             raise _NotFast
     width = _scalar(bo, tags.get(256))
     height = _scalar(bo, tags.get(257))
-    rows = _scalar(bo, tags.get(278)) or _WHOLE_IMAGE
-    if not width or not height:
-        raise _NotFast
+    rows = _scalar(bo, tags.get(278)) if 278 in tags else _WHOLE_IMAGE
+    if not width or not height or not rows:
+        raise _NotFast  # absent, of another type, or 0: tifffile decides
     _check_shape(name, (height, width), shape)
     n_strips = -(-height // min(rows, height))
     offsets = _positions(buf, bo, tags.get(273), name, n_strips)
     counts = _positions(buf, bo, tags.get(279), name, n_strips)
     if offsets is None or counts is None:
         raise _NotFast
+    if offsets and min(offsets) < 8:  # readers differ: tifffile takes offset 0 for "no strip"
+        raise InputDataError(name, f"malformed TIFF: a strip at byte {min(offsets)}, in the header")
     first: int | None = None
     if deflated:
-        predictor = _values(buf, bo, tags.get(317), name) == (2,)
-        pixels = _inflate_strips(buf, bo, (height, width), offsets, counts, name, predictor)
+        predictor = _layout_value(buf, bo, tags.get(317), name) == (2,)
+        pixels = _inflate_strips(buf, bo, (height, width), rows, offsets, counts, name, predictor)
     else:
         pixels, first = _read_strips(buf, bo, (height, width), rows, offsets, counts, name, kind)
     geo = [_values(buf, bo, tags.get(tag), name) for tag in _GEO_TAGS]
@@ -277,7 +281,7 @@ def _is_plain_layout(
 ) -> bool:
     """Layout tags that differ from the real files' entries but still mean the same layout."""
     for entry, wanted, default in zip(layout, values, _LAYOUT_DEFAULTS, strict=True):
-        value = _values(buf, bo, entry, name)
+        value = _layout_value(buf, bo, entry, name)
         if value != (wanted,) and (value is not None or default != wanted):
             return False
     return True
@@ -293,19 +297,20 @@ def _is_deflate_layout(
 ) -> bool:
     """The reference maps' layout: Deflate (8 or the old 32946), with no predictor or the
     horizontal one (2), otherwise the plain layout."""
-    compression = _values(buf, bo, layout[0], name)
+    compression = _layout_value(buf, bo, layout[0], name)
     if compression not in ((8,), (32946,)):
         return False
     rest = (None, *layout[1:])
     if not _is_plain_layout(buf, bo, rest, (1, *values[1:]), name):
         return False
-    return _values(buf, bo, tags.get(317), name) in (None, (1,), (2,))
+    return _layout_value(buf, bo, tags.get(317), name) in (None, (1,), (2,))
 
 
 def _inflate_strips(
     buf: bytes | memoryview,
     bo: str,
     shape: tuple[int, int],
+    rows: int,
     offsets: Sequence[int],
     counts: Sequence[int],
     name: str,
@@ -313,37 +318,41 @@ def _inflate_strips(
 ) -> npt.NDArray[Any]:
     """uint16 Deflate-compressed strips (zlib, as the reference maps are written), the
     horizontal predictor undone (a running sum along each row, modulo 2**16). tifffile takes
-    ≈ 600 µs for a 120 × 120 map here. The strips together may inflate to the image's size and
-    not one byte more: a Deflate bomb stops there."""
+    ≈ 600 µs for a 120 × 120 map here. Each strip must inflate to exactly its rows' bytes
+    (``rows`` per strip, fewer in the last), and the inflater stops one byte past them: a
+    Deflate bomb ends there."""
     dtype = _PIXEL["u2", bo]
-    total = shape[0] * shape[1] * dtype.itemsize
-    if len(offsets) != len(counts):
-        raise InputDataError(name, f"malformed TIFF: {len(offsets)} strips, {len(counts)} sizes")
+    height, width = shape
+    step = min(rows, height)
+    n_strips = -(-height // step)
+    if len(offsets) != n_strips or len(counts) != n_strips:
+        raise InputDataError(
+            name, f"malformed TIFF: {len(offsets)} strips, {len(counts)} sizes, {n_strips} needed"
+        )
     pieces = []
-    room = total
-    for at, n in zip(offsets, counts, strict=True):
+    for i, (at, n) in enumerate(zip(offsets, counts, strict=True)):
+        need = min(step, height - i * step) * width * dtype.itemsize
         if at + n > len(buf):
             raise InputDataError(
-                name, f"truncated TIFF: a strip ends at byte {at + n} of {len(buf)}"
+                name, f"truncated TIFF: strip {i} ends at byte {at + n} of {len(buf)}"
             )
         inflater = zlib.decompressobj()
         try:
-            piece = inflater.decompress(buf[at : at + n], room + 1)
+            piece = inflater.decompress(buf[at : at + n], need + 1)
         except zlib.error as exc:
-            raise InputDataError(name, f"corrupt Deflate strip: {exc}") from None
-        if len(piece) > room:
+            raise InputDataError(name, f"corrupt Deflate strip {i}: {exc}") from None
+        if len(piece) > need:
             raise InputDataError(
-                name,
-                f"malformed TIFF: Deflate strips inflate beyond the {total:,} bytes "
-                f"of a {shape[0]} × {shape[1]} image",
+                name, f"malformed TIFF: Deflate strip {i} inflates beyond its {need:,} bytes"
             )
         if not inflater.eof:
-            raise InputDataError(name, "corrupt Deflate strip: incomplete or truncated stream")
-        room -= len(piece)
+            raise InputDataError(name, f"corrupt Deflate strip {i}: incomplete or truncated stream")
+        if len(piece) != need:
+            raise InputDataError(
+                name, f"malformed TIFF: Deflate strip {i} holds {len(piece):,} of {need:,} bytes"
+            )
         pieces.append(piece)
     data = b"".join(pieces)
-    if len(data) != total:
-        raise InputDataError(name, f"malformed TIFF: {len(data)} bytes of pixels, {total} expected")
     pixels = np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
     if predictor:
         pixels = np.cumsum(pixels, axis=1, dtype=pixels.dtype)
@@ -374,6 +383,16 @@ def _values(
             name, f"truncated TIFF: tag {tag} ends at byte {at + nbytes} of {len(buf)}"
         )
     return struct.unpack_from(fmt, buf, at)
+
+
+def _layout_value(
+    buf: bytes | memoryview, bo: str, entry: _Entry | None, name: str
+) -> tuple[int | float, ...] | None:
+    """A layout tag's values (compression, samples, bits, format, planar configuration,
+    predictor): SHORT or LONG as the specification has them, else tifffile decides."""
+    if entry is not None and entry[1] not in (3, 4):
+        raise _NotFast
+    return _values(buf, bo, entry, name)
 
 
 def _positions(
@@ -485,6 +504,8 @@ def _georeference(
         raise InputDataError(name, "no GeoTIFF georeferencing (ModelPixelScale missing)")
     if geokeys is None or len(geokeys) < 4:
         raise InputDataError(name, "no GeoTIFF georeferencing (GeoKeyDirectory missing)")
+    if geokeys[0] != 1:  # KeyDirectoryVersion: 1 is the only one (GDAL and tifffile agree)
+        raise InputDataError(name, f"GeoKeyDirectory of version {geokeys[0]}, expected 1")
     n_keys = int(geokeys[3])
     if len(geokeys) < 4 + 4 * n_keys:
         raise InputDataError(name, f"malformed GeoKeyDirectory: {n_keys} keys in {len(geokeys)}")

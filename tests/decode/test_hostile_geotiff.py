@@ -185,7 +185,7 @@ def test_a_deflate_bomb_in_a_reference_map_stops_at_the_image_size(
     for decode in (lambda: decode_partner(data, np.uint16), lambda: decode_geotiff(data, "m")):
         caught, peak = peak_of(decode)
         assert isinstance(caught, InputDataError), caught
-        assert "inflate beyond the 28,800 bytes of a 120 × 120 image" in str(caught)
+        assert "Deflate strip 0 inflates beyond its 28,800 bytes" in str(caught)
         assert peak < 2 << 20
 
 
@@ -193,7 +193,7 @@ def test_deflate_strips_that_together_exceed_the_image_are_refused() -> None:
     pixels = band(10)
     (whole,) = Tiff(pixels, deflate=True).stored_strips()
     data = Tiff(pixels, rows=60, deflate=True, strips=[whole, whole]).encode()  # 2 × the image
-    with pytest.raises(InputDataError, match=r"^c/p/reference_map\.tif: .*inflate beyond"):
+    with pytest.raises(InputDataError, match=r"^c/p/reference_map\.tif: .*inflates beyond"):
         decode_partner(data, np.uint16)
 
 
