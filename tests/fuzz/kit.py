@@ -37,11 +37,14 @@ class Outcomes:
 
 
 def bounded(
-    action: Callable[[], T], what: str, outcomes: Outcomes
+    action: Callable[[], T], what: str, outcomes: Outcomes, *, trace: bool = True
 ) -> tuple[T | None, BaseException | None]:
     """Run one case: (its result, None) or (None, the exception it raised), checking the time
-    and tracemalloc peak bounds (an AssertionError naming the case when exceeded)."""
-    tracemalloc.start()
+    and tracemalloc peak bounds (an AssertionError naming the case when exceeded). ``trace``
+    False skips tracemalloc (CPython 3.11 can crash stopping it while Arrow's I/O threads call
+    back into Python; the caller bounds Arrow's pool instead)."""
+    if trace:
+        tracemalloc.start()
     started = time.perf_counter()
     result: T | None = None
     error: BaseException | None = None
@@ -51,8 +54,10 @@ def bounded(
         error = exc
     finally:
         elapsed = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
+        peak = 0
+        if trace:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
     outcomes.peak = max(outcomes.peak, peak)
     outcomes.slowest = max(outcomes.slowest, elapsed)
     assert elapsed < SECONDS, f"{what}: took {elapsed:.1f} s"
