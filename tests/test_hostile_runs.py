@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import subprocess
+import sys
 import tarfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +29,7 @@ from ingest.sources.inputs import InputSpec
 from ingest.testing.archive_writer import rewrite_archive
 from ingest.testing.emulator import Emulator
 from ingest.testing.releases import ReleaseSample, write_release_sample
+from tests.decode.tiffs import Tiff, band
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -191,3 +196,53 @@ def test_the_metadata_limit_holds_when_reads_are_short(
     assert streams[0].reads <= limit // 1000 + 2  # it stopped at the limit, not at the end
     monkeypatch.setattr(reben_v2, "_METADATA_BYTES", len(data))
     assert layout._fetch(spec, sink) == data  # exactly the limit is accepted
+
+
+# --- peak RSS of whole runs: one hostile member costs no more than a clean run ---------------
+
+
+def run_rss(*args: str) -> tuple[int, int, str]:
+    """(exit code, peak RSS in bytes, output) of ``python -m ingest run ARGS`` in a child
+    process, its RSS from wait4 (that child's own, not the test process's)."""
+    command = [sys.executable, "-m", "ingest", "run", *args, "--workers", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as child:
+        output = child.stdout.read().decode() if child.stdout else ""
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    return child.returncode, usage.ru_maxrss * 1024, output
+
+
+def bomb_map(size: int) -> bytes:
+    """A reference map whose one strip inflates to ``size`` zero bytes (1 MiB of it per KiB)."""
+    compressor = zlib.compressobj(9)
+    chunk = bytes(1 << 20)
+    strip = b"".join([*(compressor.compress(chunk) for _ in range(size >> 20)), compressor.flush()])
+    return Tiff(band(1), deflate=True, strips=[strip]).encode()
+
+
+def test_a_deflate_bomb_costs_no_more_memory_than_a_clean_run(tmp_path: Path) -> None:
+    """Before: a 2 MB map inflating to 2 GiB took a run to 4.5 GiB of RSS (and it succeeded).
+    Here 1 GiB: the hostile run's peak RSS stays within 256 MiB of the clean run's. (The huge
+    long name is measured at the reader: tests/archive/test_hostile_tar.py.)"""
+    sample = write_release_sample(tmp_path / "v2", layout="reben-v2", real=True,
+                                  reference_maps=True, compression="gzip")  # fmt: skip
+    victim = sample.patches[1]
+    payload = bomb_map(1 << 30)
+
+    def edit(info: tarfile.TarInfo, data: bytes | None) -> list[tuple[tarfile.TarInfo, Any]]:
+        if data is not None and victim in info.name:
+            info.size = len(payload)
+            return [(info, payload)]
+        return [(info, data)]
+
+    maps = rewrite_archive(sample.reference_maps[0], tmp_path / "maps.tar.gz", edit)
+    args = ["--source-archive", str(sample.s2[0])]
+    for m in sample.metadata:
+        args += ["--metadata", str(m)]
+    code, clean_rss, out = run_rss(str(tmp_path / "clean.zarr"), *args,
+                                   "--reference-maps", str(sample.reference_maps[0]))  # fmt: skip
+    assert code == 0, out
+    code, hostile_rss, out = run_rss(str(tmp_path / "hostile.zarr"), *args,
+                                     "--reference-maps", str(maps))  # fmt: skip
+    assert code == 3 and "inflates beyond" in out and "Traceback" not in out, out
+    assert hostile_rss - clean_rss < 256 << 20, (hostile_rss >> 20, clean_rss >> 20)
