@@ -133,10 +133,18 @@ def _batches(path: str | Path | BinaryIO, name: str) -> Iterator[pa.RecordBatch]
         got = schema.field(column).type
         if not kind(got):
             raise InputDataError(name, f"metadata column {column!r} has type {got}")
+    rows = 0
     try:
-        yield from handle.iter_batches(batch_size=65536, columns=list(COLUMNS), use_threads=False)
+        for batch in handle.iter_batches(batch_size=65536, columns=list(COLUMNS),
+                                         use_threads=False):  # fmt: skip
+            rows += batch.num_rows
+            yield batch
     except (pa.ArrowException, OSError) as exc:  # any of Arrow's errors, for damaged pages
         raise InputDataError(name, f"unreadable parquet ({_first_line(exc)})") from None
+    declared = handle.metadata.num_rows
+    if rows != declared:  # a damaged footer can make whole row groups read as empty
+        raise InputDataError(name, f"unreadable parquet ({rows:,} rows of the {declared:,} it "
+                             "declares)")  # fmt: skip
 
 
 def _compact(batch: pa.RecordBatch, name: str) -> pa.RecordBatch:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -40,3 +41,15 @@ def outcomes(request: pytest.FixtureRequest) -> Iterator[Outcomes]:
     found = Outcomes()
     yield found
     print(f"\n{request.node.name}: {found.line()}")
+
+
+@pytest.fixture(scope="module")
+def traced() -> Iterator[None]:
+    """tracemalloc on for a whole fuzz module, so that cases only reset its peak (starting and
+    stopping it per case raced with other threads' allocations: CPython 3.11 crashed)."""
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    yield
+    if started:
+        tracemalloc.stop()

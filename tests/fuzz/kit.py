@@ -40,11 +40,16 @@ def bounded(
     action: Callable[[], T], what: str, outcomes: Outcomes, *, trace: bool = True
 ) -> tuple[T | None, BaseException | None]:
     """Run one case: (its result, None) or (None, the exception it raised), checking the time
-    and tracemalloc peak bounds (an AssertionError naming the case when exceeded). ``trace``
-    False skips tracemalloc (CPython 3.11 can crash stopping it while Arrow's I/O threads call
-    back into Python; the caller bounds Arrow's pool instead)."""
-    if trace:
-        tracemalloc.start()
+    and the peak of Python allocations during the case (an AssertionError naming the case when
+    exceeded). The peak is tracemalloc's, reset per case: start tracing once for a whole test
+    (the ``traced`` fixture), since CPython 3.11 can crash when tracemalloc stops while another
+    thread (Arrow's I/O threads, the decompression threads) allocates. ``trace`` False measures
+    time only (Arrow's allocations are not Python's: the caller bounds Arrow's pool)."""
+    measure = trace and tracemalloc.is_tracing()
+    base = 0
+    if measure:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
     started = time.perf_counter()
     result: T | None = None
     error: BaseException | None = None
@@ -52,12 +57,8 @@ def bounded(
         result = action()
     except Exception as exc:  # judged by the caller: only the project's error is allowed
         error = exc
-    finally:
-        elapsed = time.perf_counter() - started
-        peak = 0
-        if trace:
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
+    elapsed = time.perf_counter() - started
+    peak = tracemalloc.get_traced_memory()[1] - base if measure else 0
     outcomes.peak = max(outcomes.peak, peak)
     outcomes.slowest = max(outcomes.slowest, elapsed)
     assert elapsed < SECONDS, f"{what}: took {elapsed:.1f} s"

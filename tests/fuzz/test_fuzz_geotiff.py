@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import pytest
 import rasterio
 import tifffile
 from rasterio.io import MemoryFile
@@ -37,6 +38,8 @@ from tests.fuzz.kit import (
     put_int,
     truncate_or_extend,
 )
+
+pytestmark = pytest.mark.usefixtures("traced")
 
 TAGS = (256, 257, 258, 259, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325, 339, 33550, 33922,
         34735)  # fmt: skip

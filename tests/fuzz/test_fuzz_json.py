@@ -16,6 +16,8 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from ingest.archive.members import ArchiveItem, parse_collection, parse_json
 from ingest.errors import InputDataError
 from ingest.layouts.labels import LabelEntry
@@ -27,6 +29,8 @@ from ingest.nomenclature import CLASS_INDEX, CLASSES_43
 from ingest.sources.inputs import InputSpec
 from ingest.testing.sample_stac import PatchFacts, label_item
 from tests.fuzz.kit import Outcomes, bounded, choose, describe, flip_bits, truncate_or_extend
+
+pytestmark = pytest.mark.usefixtures("traced")
 
 PATCH = "S2A_MSIL2A_20170613T101031_0_45"
 S1_PATCH = "S1A_IW_GRDH_1SDV_20170613T165043_33UUP_0_45"

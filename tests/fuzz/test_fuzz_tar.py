@@ -13,6 +13,8 @@ import io
 import random
 import tarfile
 
+import pytest
+
 from ingest.archive.tarstream import BLOCK, TarReader
 from ingest.errors import InputDataError
 from tests.fuzz.kit import (
@@ -25,6 +27,8 @@ from tests.fuzz.kit import (
     set_bytes,
     truncate_or_extend,
 )
+
+pytestmark = pytest.mark.usefixtures("traced")
 
 READ_AT_MOST = 1 << 20  # members larger than this are skipped by both readers, never read
 Row = tuple[str, int, bool, bytes | None]
