@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 N ?= 10000
+FUZZ_CASES ?= 5000
 
-.PHONY: install demo demo-v2 test lint typecheck unit bench bench-train clean
+.PHONY: install demo demo-v2 test lint typecheck unit fuzz bench bench-train clean
 
 install: $(STAMP)
 
@@ -36,6 +37,11 @@ unit: install
 	$(BIN)/pytest -q
 
 test: lint typecheck unit
+
+# The fuzz suite at full size (`make test` runs it with FUZZ_CASES' small default); FUZZ_SEED=N
+# for other cases.
+fuzz: install
+	FUZZ_CASES=$(FUZZ_CASES) $(BIN)/pytest tests/fuzz -q
 
 bench: install
 	$(BIN)/pip install --quiet -e '.[test,bench]'

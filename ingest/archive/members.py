@@ -21,7 +21,7 @@ from typing import IO, Any, Final, Protocol
 
 from ..errors import InputDataError
 from ..sources.decompress import DECOMPRESSION_ERRORS, Readable, corrupt, open_decompressed
-from .tarstream import Member, TarReader
+from .tarstream import HEADER_BYTES, Member, TarReader
 
 #: How many member names each reason for ignoring members keeps as examples.
 EXAMPLES: Final = 5
@@ -39,6 +39,8 @@ class Limits:
     """Largest asset file (a real band file is at most 29,192 bytes)."""
     item_bytes: int = 256 << 20
     """Largest sum of the member sizes of one item."""
+    header_bytes: int = HEADER_BYTES
+    """Largest sum of the extended headers (GNU long names, pax records) before one member."""
 
 
 @dataclass(frozen=True)
@@ -139,13 +141,15 @@ class IgnoredMembers:
         ]
 
 
-def open_tar_stream(raw: Readable, culprit: str) -> tuple[TarReader, IO[bytes]]:
+def open_tar_stream(
+    raw: Readable, culprit: str, header_limit: int = HEADER_BYTES
+) -> tuple[TarReader, IO[bytes]]:
     """Open a tar stream (gzip, zstd or plain; see :mod:`ingest.sources.decompress`) for strictly
     sequential reading. Returns the tar reader and the decompressed stream under it (to drain it,
     see :func:`_drain`). Close the stream when done: that stops its decompression thread.
     """
     stream = open_decompressed(raw, culprit)
-    return TarReader(stream, culprit), stream
+    return TarReader(stream, culprit, header_limit), stream
 
 
 def first_member(raw: Readable, culprit: str) -> str:
@@ -178,7 +182,7 @@ def iter_archive(
     repeated member and an oversized member (never read into memory) make a :class:`BadItem`. A
     truncated or corrupt stream, and an archive without any item, are errors.
     """
-    tar, stream = open_tar_stream(raw, culprit)
+    tar, stream = open_tar_stream(raw, culprit, limits.header_bytes)
     try:
         yield from _items(tar, stream, rule, culprit, ignored, limits)
     finally:
@@ -338,11 +342,16 @@ def _read(tar: TarReader, info: Member, culprit: str) -> bytes:
 
 
 def parse_json(data: bytes, member: str) -> dict[str, Any]:
-    """A JSON object from a member's bytes; anything else is an InputDataError naming it."""
+    """A JSON object from a member's bytes; anything else is an InputDataError naming it.
+
+    Its size is bounded by the member limits; its depth by the interpreter's recursion limit
+    (the decoder's C recursion raises RecursionError there: an error, never a crash)."""
     try:
         document = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputDataError(member, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InputDataError(member, "invalid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise InputDataError(member, "invalid JSON: expected an object")
     return document
@@ -359,6 +368,8 @@ def parse_collection(data: bytes, member: str) -> dict[str, Any]:
         document = json.loads(data, object_pairs_hook=_drop_item_links)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputDataError(member, f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise InputDataError(member, "invalid JSON: nested too deeply") from None
     if not isinstance(document, dict):
         raise InputDataError(member, "invalid JSON: expected an object")
     if isinstance(document.get("links"), list):

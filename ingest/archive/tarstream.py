@@ -10,8 +10,13 @@ It reads what MLHub archives and common tar writers produce: POSIX ustar (with t
 GNU (long names ``L``/``K``, base-256 sizes) and pax (``x`` and ``g`` headers: ``path`` and
 ``size``). Members it has no use for (links, devices, sparse files, unknown types)
 are reported by :attr:`Member.kind` and their data is passed over, never misread. Every header's
-checksum is verified; a bad header or a stream that ends inside a member is an
-:class:`~ingest.errors.InputDataError` naming the archive.
+checksum is verified; a bad header, a stream that ends inside a member or without the
+end-of-archive block is an :class:`~ingest.errors.InputDataError` naming the archive.
+
+Every number is read strictly (octal digits, or a positive base-256 field; never negative, never
+beyond :data:`MAX_SIZE`), and the extended headers (GNU long names, pax records) that precede one
+member are read whole only within ``header_limit`` bytes together (the pax global ones included):
+a hostile header cannot make the reader hold more than that.
 """
 
 from __future__ import annotations
@@ -39,8 +44,13 @@ _KINDS: Final = {
     b"6": "fifo",
 }
 _NO_DATA: Final = frozenset(_KINDS)  # these types never have data blocks, whatever their size
-_PAX: Final = (b"x", b"g")
+_PAX: Final = (b"x", b"g", b"X")  # X: Solaris's pax header, read as x (as tarfile does)
 _GNU_LONG: Final = (b"L", b"K")
+#: Default bound on the extended headers read for one member (long names, pax records), together.
+HEADER_BYTES: Final = 1 << 20
+#: Largest member size accepted (what a read can ask for); tar's base-256 fields go far beyond.
+MAX_SIZE: Final = (1 << 63) - 1
+_MAX_PAX_DIGITS: Final = 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +85,14 @@ class TarReader:
 
     Data not read before the next member is asked for is skipped in bounded pieces, so an
     oversized member never sits in memory. The end-of-archive block ends the iteration; the
-    stream below is left right after it.
+    stream below is left right after it. A stream that ends before it is truncated. Extended
+    headers larger than ``header_limit`` bytes in all (for one member) are an error.
     """
 
-    def __init__(self, stream: IO[bytes], culprit: str) -> None:
+    def __init__(self, stream: IO[bytes], culprit: str, header_limit: int = HEADER_BYTES) -> None:
         self._read = stream.read
         self._culprit = culprit
+        self._header_limit = header_limit
         self._current: Member | None = None
         self._unread = 0  # bytes of the current member's data and padding not yet consumed
 
@@ -88,37 +100,67 @@ class TarReader:
         pax_global: dict[str, str] = {}
         pax: dict[str, str] = {}
         long_name: str | None = None
+        global_bytes = 0  # bytes of pax global headers read so far (they stay in force)
+        pending = 0  # bytes of the extended headers read for the next member
+        extended = False  # whether the last header read was an extended one
+        seen: set[bytes] = set()  # the kinds of extended header read for the next member
+        long_first = False  # whether the long name came before the pax header (it then wins)
         while True:
             if self._unread:
                 self._skip_rest()
             self._current = None
             block = self._read(BLOCK)
-            if not block or block == _ZERO_BLOCK:
-                return  # end-of-archive marker (or a stream ending cleanly between members)
+            if block == _ZERO_BLOCK:
+                if extended:
+                    raise self._error("archive is corrupt: an extended header belongs to no member")
+                return  # the end-of-archive marker
+            if not block:  # a stream ending between members, without the marker: cut short
+                raise self._error("archive is truncated: no end-of-archive marker after a member")
             if len(block) < BLOCK:
                 raise self._error("archive is truncated inside a member header")
             self._check(block)
             kind = block[156:157]
             size = self._number(block[124:136], "size")
             if kind in _PAX or kind in _GNU_LONG:
+                room = self._header_limit - global_bytes - pending
+                if size > room:
+                    raise self._error(
+                        f"archive is corrupt: an extended header of {size:,} bytes exceeds "
+                        f"the limit of {self._header_limit:,} for one member's headers"
+                    )
                 data = self._take(size, "a member header")
-                if kind == b"x":
-                    pax.update(self._pax_records(data))
-                elif kind == b"g":
+                extended = True
+                if kind == b"g":
+                    global_bytes += size
                     pax_global.update(self._pax_records(data))
+                    continue
+                kind = b"x" if kind == b"X" else kind
+                if kind in seen:  # readers disagree on which one counts: refuse both
+                    raise self._error("archive is corrupt: two extended headers of one kind "
+                                      "for one member")  # fmt: skip
+                seen.add(kind)
+                pending += size
+                if kind == b"x":
+                    pax = self._pax_records(data)
+                    long_first = long_name is not None
                 elif kind == b"L":
                     long_name = _text(data.split(b"\x00", 1)[0])
                 continue
             headers = {**pax_global, **pax} if pax_global else pax
-            name = headers.get("path") or long_name or _ustar_name(block)
+            if kind == b"\x00" and block[:100].split(b"\x00", 1)[0].endswith(b"/"):
+                kind = b"5"  # a pre-POSIX directory (by its own name field, as tarfile reads it)
+            # The first of a long name and a pax path wins; a global path only without either.
+            path = None if long_first else pax.get("path")
+            if not path and long_name is None:
+                path = pax_global.get("path")
+            name = _member_name(block, kind, path, long_name)
             if "size" in headers:
                 size = self._pax_size(headers["size"])
             sparse = bool(headers) and any(key.startswith("GNU.sparse.") for key in headers)
-            pax, long_name = {}, None
-            if kind == b"\x00" and name.endswith("/"):
-                kind = b"5"  # a pre-POSIX directory
-            if kind == b"5":
-                name = name.rstrip("/")
+            pax, long_name, pending, extended, long_first = {}, None, 0, False, False
+            seen.clear()
+            if kind == b"S" and block[482]:
+                self._skip_sparse_extensions()
             member = Member(name, size, kind, sparse)
             self._current = member
             self._unread = 0 if kind in _NO_DATA else size + (-size % BLOCK)
@@ -147,6 +189,16 @@ class TarReader:
                 raise self._error(f"archive is truncated inside {where}")
             self._unread -= len(piece)
 
+    def _skip_sparse_extensions(self) -> None:
+        """Pass over the extension blocks of an old GNU sparse header (its map continued; byte
+        504 of each says whether another follows): they precede the member's data."""
+        while True:
+            block = self._read(BLOCK)
+            if len(block) < BLOCK:
+                raise self._error("archive is truncated inside a member header")
+            if not block[504]:
+                return
+
     def _check(self, block: bytes) -> None:
         stored = self._number(block[148:156], "checksum")
         unsigned = _byte_sum(block) - sum(block[148:156]) + 8 * 32  # the field counts as 8 spaces
@@ -154,14 +206,25 @@ class TarReader:
             raise self._error("archive is truncated or corrupt: bad checksum in a member header")
 
     def _number(self, field: bytes, what: str) -> int:
+        """A non-negative header number: octal digits (NUL or space ended), or GNU base-256
+        (first byte 0x80) up to :data:`MAX_SIZE`. Signs, other characters and negative
+        base-256 values are corrupt headers."""
         if field[:1] == b"\x80":  # GNU base-256, for sizes of 8 GiB and more
-            return int.from_bytes(field[1:], "big")
-        digits = field.split(b"\x00", 1)[0].strip()
-        try:
-            return int(digits, 8) if digits else 0
-        except ValueError:
+            value = int.from_bytes(field[1:], "big")
+        else:
+            digits = field.split(b"\x00", 1)[0].strip()
+            # bytes.isdigit is ASCII-only; int() would also take "-1", "+1" and "1_0".
+            if digits and not digits.isdigit():
+                value = -1
+            else:
+                try:
+                    value = int(digits, 8) if digits else 0
+                except ValueError:  # an 8 or a 9
+                    value = -1
+        if not 0 <= value <= MAX_SIZE:
             message = f"invalid {what} field {field!r} in a member header"
-            raise self._error(f"archive is truncated or corrupt: {message}") from None
+            raise self._error(f"archive is truncated or corrupt: {message}")
+        return value
 
     def _pax_records(self, data: bytes) -> dict[str, str]:
         """Parse pax records, ``"%d %s=%s\\n"`` each, the length counting the whole record."""
@@ -184,12 +247,29 @@ class TarReader:
         return records
 
     def _pax_size(self, value: str) -> int:
-        if not (value.isascii() and value.isdigit()):
+        if not (value.isascii() and value.isdigit() and len(value) <= _MAX_PAX_DIGITS):
+            raise self._error(f"archive is truncated or corrupt: invalid pax size {value[:40]!r}")
+        size = int(value)
+        if size > MAX_SIZE:
             raise self._error(f"archive is truncated or corrupt: invalid pax size {value!r}")
-        return int(value)
+        return size
 
     def _error(self, message: str) -> InputDataError:
         return InputDataError(self._culprit, message)
+
+
+def _member_name(block: bytes, kind: bytes, path: str | None, long_name: str | None) -> str:
+    """The name as tarfile gives it: a pax ``path`` less its trailing slashes, else a GNU long
+    name (a directory's less one trailing slash), else the header's own name (a directory's
+    less its trailing slashes)."""
+    if path:
+        return path.rstrip("/")
+    if long_name is not None:
+        return long_name.removesuffix("/") if kind == b"5" else long_name
+    if kind == b"S":  # GNU sparse: bytes 345 on hold its own fields, never a prefix
+        return _text(block[:100].split(b"\x00", 1)[0])
+    name = _ustar_name(block)
+    return name.rstrip("/") if kind == b"5" else name
 
 
 def _ustar_name(block: bytes) -> str:

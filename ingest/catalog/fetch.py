@@ -18,9 +18,11 @@ and a truncated file never looks complete:
 
 A second run asks the server (HEAD, redirects followed) for the size, ETag and file name, then
 continues the ``.partial`` with ``Range: bytes=<its size>-`` and ``If-Range: <ETag>``; if the
-archive changed meanwhile (another size or ETag) it starts over. A smaller file at ``OUT/<name>``
-itself is taken for one left by radiant-mlhub's ``download_archive`` (which writes in place) and is
-continued the same way. ``overwrite=True`` starts from nothing.
+archive changed meanwhile (another size or ETag) it starts over. So does a download whose resumed
+answer turns out to come from another file (a server that ignores ``If-Range``: another ETag,
+Last-Modified or total length), once, with a note; a second change is an error. A smaller file at
+``OUT/<name>`` itself is taken for one left by radiant-mlhub's ``download_archive`` (which writes in
+place) and is continued the same way. ``overwrite=True`` starts from nothing.
 """
 
 from __future__ import annotations
@@ -275,6 +277,7 @@ def download_archive(
             session, f"archive/{quote(collection)}", remote, out_dir / remote.name,
             what=f"archive {collection!r}", overwrite=overwrite, policy=policy,
             progress=progress, warn=warn,
+            head=lambda: archive_head(session, collection, policy=policy),
         )  # fmt: skip
 
 
@@ -314,10 +317,35 @@ def download_url(
         return _download_resumably(
             http, url, remote, target, what=what, overwrite=overwrite, policy=policy,
             progress=progress, warn=warn,
+            head=lambda: url_head(http, url, what=what, policy=policy),
         )  # fmt: skip
 
 
 def _download_resumably(
+    session: requests.Session,
+    url: str,
+    remote: RemoteFile,
+    target: Path,
+    *,
+    what: str,
+    overwrite: bool,
+    policy: RetryPolicy,
+    progress: Progress | None,
+    warn: Warn,
+    head: Callable[[], RemoteFile],
+) -> Path:
+    """Download ``remote`` to ``target`` (see the module docstring); when the file changes on
+    the server during the download, ask ``head`` again and start over, once."""
+    try:
+        return _download_once(session, url, remote, target, what=what, overwrite=overwrite,
+                              policy=policy, progress=progress, warn=warn)  # fmt: skip
+    except FileChanged as changed:
+        warn(f"{target}: {changed}; starting over")
+    return _download_once(session, url, head(), target, what=what, overwrite=True,
+                          policy=policy, progress=progress, warn=warn)  # fmt: skip
+
+
+def _download_once(
     session: requests.Session,
     url: str,
     remote: RemoteFile,

@@ -8,11 +8,19 @@ reaches that speed, hence the hand-written fast path for the layout every real f
 georeferencing it measures ≈ 12 µs (timeit, bytes input; 17 µs big-endian, which must byte-swap).
 Anything else (tiled, compressed, BigTIFF, other dtypes) goes through tifffile, slower but general,
 so it still decodes or fails with a clear :class:`~ingest.errors.InputDataError` naming the member.
+
+The bytes are untrusted (archives from mirrors): the image's declared size is checked against the
+caller's expected shape (else :data:`_MAX_PIXELS`) before anything is decoded; strip offsets and
+sizes must be unsigned integers inside the file; every decompression, here and on the tifffile
+path (whose own decoders are unbounded without imagecodecs), stops at the size the checked shape
+gives. No allocation is larger than the file or the image.
 """
 
 from __future__ import annotations
 
 import io
+import lzma
+import math
 import struct
 import sys
 import zlib
@@ -88,6 +96,14 @@ _REAL_LAYOUT = {
 }
 _USER_DEFINED = 32767
 _MAX_PIXELS = 2**24  # 1165 times the largest real band
+#: Most values read from one tag (a real GeoKeyDirectory has 32): a tag of millions of values
+#: would become a tuple of millions of Python ints.
+_MAX_VALUES = 4096
+#: Largest strip or tile tifffile may decode for an image smaller than it (a 512 × 512 tile).
+_MAX_SEGMENT_PIXELS = 512 * 512
+#: Compressions the tifffile path accepts, by the bounded inflater that checks each segment first.
+_TIFFFILE_CODECS: dict[int, str | None] = {1: None, 8: "zlib", 32946: "zlib", 50013: "zlib",
+                                           34925: "lzma", 32773: "packbits"}  # fmt: skip
 _UINT16 = np.dtype(np.uint16)
 #: The last fast-path decode of each file size: (the bytes the parse looked at, what it found).
 #: The 12 band files of a patch share all of their header but the size-dependent tags, so 9 of
@@ -100,9 +116,15 @@ _TYPE_BYTES: dict[int, int] = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9
                                11: 4, 12: 8}  # fmt: skip
 
 
-def decode_geotiff(data: bytes | memoryview, name: str, dtype: npt.DTypeLike = np.uint16) -> Raster:
+def decode_geotiff(
+    data: bytes | memoryview,
+    name: str,
+    dtype: npt.DTypeLike = np.uint16,
+    shape: tuple[int, int] | None = None,
+) -> Raster:
     """Decode a single-band GeoTIFF of ``dtype`` (uint16: the S2 bands, the reference maps;
-    float32: Sentinel-1); ``name`` (the archive member) names it in errors.
+    float32: Sentinel-1); ``name`` (the archive member) names it in errors. ``shape`` (rows,
+    columns), when given, is the only size accepted, checked before any pixel is decoded.
 
     Raises :class:`InputDataError` for anything that is not such a file, whatever went wrong.
     The fast path takes uncompressed uint16 files; everything else goes through tifffile.
@@ -118,21 +140,40 @@ def decode_geotiff(data: bytes | memoryview, name: str, dtype: npt.DTypeLike = n
             if kind in _KINDS:
                 if isinstance(buf, bytes):
                     seen = _RECENT.get(len(buf))
-                    if seen is not None and seen[1].kind == kind and buf.startswith(seen[0]):
+                    if (
+                        seen is not None
+                        and seen[1].kind == kind
+                        and (shape is None or seen[1].shape == shape)
+                        and buf.startswith(seen[0])
+                    ):
                         return _raster(buf, seen[1])
                 try:
-                    return _decode_fast(buf, _CLASSIC[magic], name, kind)
+                    return _decode_fast(buf, _CLASSIC[magic], name, kind, shape)
                 except _NotFast:
                     pass
         elif magic not in _BIGTIFF:
             raise InputDataError(name, f"not a TIFF file (starts with {magic!r})")
-        return _decode_with_tifffile(buf, name, wanted)
+        return _decode_with_tifffile(buf, name, wanted, shape)
     except (struct.error, IndexError, KeyError, ValueError, TypeError, OverflowError) as exc:
         # Offsets and counts that point nowhere sensible, values of unexpected types, ...
         raise InputDataError(name, f"malformed TIFF: {_one_line(exc)}") from exc
 
 
-def _decode_fast(buf: bytes | memoryview, bo: str, name: str, kind: str = "u2") -> Raster:
+def _check_shape(name: str, found: tuple[int, ...], expected: tuple[int, int] | None) -> None:
+    """The declared image size, before decoding: the expected one, or at most _MAX_PIXELS."""
+    if expected is not None and found != expected:
+        raise InputDataError(name, f"shape {found}, expected {expected}")
+    if math.prod(found) > _MAX_PIXELS:
+        raise InputDataError(name, f"unsupported TIFF: shape {found} is too large")
+
+
+def _decode_fast(
+    buf: bytes | memoryview,
+    bo: str,
+    name: str,
+    kind: str = "u2",
+    shape: tuple[int, int] | None = None,
+) -> Raster:
     size = len(buf)
     (ifd,) = _HEAD[bo].unpack_from(buf)
     if ifd < 8 or ifd + 2 > size:
@@ -143,6 +184,8 @@ def _decode_fast(buf: bytes | memoryview, bo: str, name: str, kind: str = "u2") 
         raise InputDataError(name, f"truncated TIFF: IFD ends at byte {end + 4} of {size}")
     # Entries stay raw until needed: most of the 15 tags of a real file are never decoded.
     tags = {e[0]: e for e in _ENTRY[bo].iter_unpack(buf[ifd + 2 : end])}
+    if len(tags) != count:  # readers disagree on which entry counts: refuse
+        raise InputDataError(name, "malformed TIFF: a tag appears twice in the IFD")
     if not tags.keys().isdisjoint(_TILE_TAGS):
         raise _NotFast
     layout = tuple(map(tags.get, _LAYOUT_TAGS))
@@ -157,15 +200,21 @@ def _decode_fast(buf: bytes | memoryview, bo: str, name: str, kind: str = "u2") 
             raise _NotFast
     width = _scalar(bo, tags.get(256))
     height = _scalar(bo, tags.get(257))
-    rows = _scalar(bo, tags.get(278)) or _WHOLE_IMAGE
-    offsets = _values(buf, bo, tags.get(273), name)
-    counts = _values(buf, bo, tags.get(279), name)
-    if not width or not height or offsets is None or counts is None:
+    rows = _scalar(bo, tags.get(278)) if 278 in tags else _WHOLE_IMAGE
+    if not width or not height or not rows:
+        raise _NotFast  # absent, of another type, or 0: tifffile decides
+    _check_shape(name, (height, width), shape)
+    n_strips = -(-height // min(rows, height))
+    offsets = _positions(buf, bo, tags.get(273), name, n_strips)
+    counts = _positions(buf, bo, tags.get(279), name, n_strips)
+    if offsets is None or counts is None:
         raise _NotFast
+    if offsets and min(offsets) < 8:  # readers differ: tifffile takes offset 0 for "no strip"
+        raise InputDataError(name, f"malformed TIFF: a strip at byte {min(offsets)}, in the header")
     first: int | None = None
     if deflated:
-        predictor = _values(buf, bo, tags.get(317), name) == (2,)
-        pixels = _inflate_strips(buf, bo, (height, width), offsets, counts, name, predictor)
+        predictor = _layout_value(buf, bo, tags.get(317), name) == (2,)
+        pixels = _inflate_strips(buf, bo, (height, width), rows, offsets, counts, name, predictor)
     else:
         pixels, first = _read_strips(buf, bo, (height, width), rows, offsets, counts, name, kind)
     geo = [_values(buf, bo, tags.get(tag), name) for tag in _GEO_TAGS]
@@ -232,7 +281,7 @@ def _is_plain_layout(
 ) -> bool:
     """Layout tags that differ from the real files' entries but still mean the same layout."""
     for entry, wanted, default in zip(layout, values, _LAYOUT_DEFAULTS, strict=True):
-        value = _values(buf, bo, entry, name)
+        value = _layout_value(buf, bo, entry, name)
         if value != (wanted,) and (value is not None or default != wanted):
             return False
     return True
@@ -248,44 +297,62 @@ def _is_deflate_layout(
 ) -> bool:
     """The reference maps' layout: Deflate (8 or the old 32946), with no predictor or the
     horizontal one (2), otherwise the plain layout."""
-    compression = _values(buf, bo, layout[0], name)
+    compression = _layout_value(buf, bo, layout[0], name)
     if compression not in ((8,), (32946,)):
         return False
     rest = (None, *layout[1:])
     if not _is_plain_layout(buf, bo, rest, (1, *values[1:]), name):
         return False
-    return _values(buf, bo, tags.get(317), name) in (None, (1,), (2,))
+    return _layout_value(buf, bo, tags.get(317), name) in (None, (1,), (2,))
 
 
 def _inflate_strips(
     buf: bytes | memoryview,
     bo: str,
     shape: tuple[int, int],
-    offsets: Sequence[int | float],
-    counts: Sequence[int | float],
+    rows: int,
+    offsets: Sequence[int],
+    counts: Sequence[int],
     name: str,
     predictor: bool,
 ) -> npt.NDArray[Any]:
     """uint16 Deflate-compressed strips (zlib, as the reference maps are written), the
     horizontal predictor undone (a running sum along each row, modulo 2**16). tifffile takes
-    ≈ 600 µs for a 120 × 120 map here."""
+    ≈ 600 µs for a 120 × 120 map here. Each strip must inflate to exactly its rows' bytes
+    (``rows`` per strip, fewer in the last), and the inflater stops one byte past them: a
+    Deflate bomb ends there."""
     dtype = _PIXEL["u2", bo]
-    total = shape[0] * shape[1] * dtype.itemsize
-    if len(offsets) != len(counts):
-        raise InputDataError(name, f"malformed TIFF: {len(offsets)} strips, {len(counts)} sizes")
+    height, width = shape
+    step = min(rows, height)
+    n_strips = -(-height // step)
+    if len(offsets) != n_strips or len(counts) != n_strips:
+        raise InputDataError(
+            name, f"malformed TIFF: {len(offsets)} strips, {len(counts)} sizes, {n_strips} needed"
+        )
     pieces = []
-    for at, n in zip(offsets, counts, strict=True):
+    for i, (at, n) in enumerate(zip(offsets, counts, strict=True)):
+        need = min(step, height - i * step) * width * dtype.itemsize
         if at + n > len(buf):
             raise InputDataError(
-                name, f"truncated TIFF: a strip ends at byte {at + n} of {len(buf)}"
+                name, f"truncated TIFF: strip {i} ends at byte {at + n} of {len(buf)}"
             )
+        inflater = zlib.decompressobj()
         try:
-            pieces.append(zlib.decompress(buf[int(at) : int(at + n)]))
+            piece = inflater.decompress(buf[at : at + n], need + 1)
         except zlib.error as exc:
-            raise InputDataError(name, f"corrupt Deflate strip: {exc}") from None
+            raise InputDataError(name, f"corrupt Deflate strip {i}: {exc}") from None
+        if len(piece) > need:
+            raise InputDataError(
+                name, f"malformed TIFF: Deflate strip {i} inflates beyond its {need:,} bytes"
+            )
+        if not inflater.eof:
+            raise InputDataError(name, f"corrupt Deflate strip {i}: incomplete or truncated stream")
+        if len(piece) != need:
+            raise InputDataError(
+                name, f"malformed TIFF: Deflate strip {i} holds {len(piece):,} of {need:,} bytes"
+            )
+        pieces.append(piece)
     data = b"".join(pieces)
-    if len(data) != total:
-        raise InputDataError(name, f"malformed TIFF: {len(data)} bytes of pixels, {total} expected")
     pixels = np.frombuffer(data, dtype).reshape(shape).astype(dtype.newbyteorder("="))
     if predictor:
         pixels = np.cumsum(pixels, axis=1, dtype=pixels.dtype)
@@ -294,15 +361,18 @@ def _inflate_strips(
 
 
 def _values(
-    buf: bytes | memoryview, bo: str, entry: _Entry | None, name: str
+    buf: bytes | memoryview, bo: str, entry: _Entry | None, name: str, most: int = _MAX_VALUES
 ) -> tuple[int | float, ...] | None:
-    """The numeric values of one IFD entry, inline or out of line; None if the tag is absent."""
+    """The numeric values of one IFD entry, inline or out of line; None if the tag is absent.
+    More than ``most`` values is an error (they would become that many Python objects)."""
     if entry is None:
         return None
     tag, field_type, count, raw = entry
     field = _FIELDS.get(field_type)
     if field is None:
         raise _NotFast
+    if count > most:
+        raise InputDataError(name, f"malformed TIFF: tag {tag} holds {count:,} values")
     fmt = f"{bo}{count}{field[0]}"
     nbytes = count * field[1]
     if nbytes <= 4:
@@ -313,6 +383,29 @@ def _values(
             name, f"truncated TIFF: tag {tag} ends at byte {at + nbytes} of {len(buf)}"
         )
     return struct.unpack_from(fmt, buf, at)
+
+
+def _layout_value(
+    buf: bytes | memoryview, bo: str, entry: _Entry | None, name: str
+) -> tuple[int | float, ...] | None:
+    """A layout tag's values (compression, samples, bits, format, planar configuration,
+    predictor): SHORT or LONG as the specification has them, else tifffile decides."""
+    if entry is not None and entry[1] not in (3, 4):
+        raise _NotFast
+    return _values(buf, bo, entry, name)
+
+
+def _positions(
+    buf: bytes | memoryview, bo: str, entry: _Entry | None, name: str, strips: int
+) -> tuple[int, ...] | None:
+    """StripOffsets or StripByteCounts: SHORT or LONG values (unsigned: never before the file's
+    first byte), as many as the image has strips. Anything else is left to tifffile."""
+    if entry is None:
+        return None
+    if entry[1] not in (3, 4) or entry[2] > strips:
+        raise _NotFast
+    values = _values(buf, bo, entry, name, strips)
+    return None if values is None else tuple(int(v) for v in values)
 
 
 def _scalar(bo: str, entry: _Entry | None) -> int:
@@ -330,8 +423,8 @@ def _read_strips(
     bo: str,
     shape: tuple[int, int],
     rows: int,
-    offsets: Sequence[int | float],
-    counts: Sequence[int | float],
+    offsets: Sequence[int],
+    counts: Sequence[int],
     name: str,
     kind: str = "u2",
 ) -> tuple[npt.NDArray[Any], int | None]:
@@ -346,7 +439,7 @@ def _read_strips(
         raise InputDataError(
             name, f"malformed TIFF: {len(offsets)} strips listed, {n_strips} needed"
         )
-    first = int(offsets[0])
+    first = offsets[0]
     # The real layout: full strips, following each other, all inside the file. Checked in a few
     # C-level comparisons; anything else gets the strip-by-strip check and its precise error.
     contiguous = offsets[:n_strips] == tuple(range(first, first + total, step))
@@ -364,7 +457,7 @@ def _read_strips(
         flat = np.empty(total // size, dtype)
         for i in range(n_strips):
             n = min(step, total - i * step) // size
-            chunk = np.frombuffer(buf, dtype, n, int(offsets[i]))
+            chunk = np.frombuffer(buf, dtype, n, offsets[i])
             flat[i * step // size : i * step // size + chunk.size] = chunk
         pixels = flat.reshape(shape)
     if bo != _NATIVE:
@@ -381,8 +474,8 @@ def _check_strips(
     size: int,
     step: int,
     total: int,
-    offsets: Sequence[int | float],
-    counts: Sequence[int | float],
+    offsets: Sequence[int],
+    counts: Sequence[int],
     name: str,
 ) -> None:
     for i, at in enumerate(offsets):
@@ -411,6 +504,8 @@ def _georeference(
         raise InputDataError(name, "no GeoTIFF georeferencing (ModelPixelScale missing)")
     if geokeys is None or len(geokeys) < 4:
         raise InputDataError(name, "no GeoTIFF georeferencing (GeoKeyDirectory missing)")
+    if geokeys[0] != 1:  # KeyDirectoryVersion: 1 is the only one (GDAL and tifffile agree)
+        raise InputDataError(name, f"GeoKeyDirectory of version {geokeys[0]}, expected 1")
     n_keys = int(geokeys[3])
     if len(geokeys) < 4 + 4 * n_keys:
         raise InputDataError(name, f"malformed GeoKeyDirectory: {n_keys} keys in {len(geokeys)}")
@@ -439,9 +534,13 @@ def _geokey(geokeys: Sequence[int | float], ids: Sequence[int | float], key: int
 
 
 def _decode_with_tifffile(
-    buf: bytes | memoryview, name: str, wanted: np.dtype[Any] = _UINT16
+    buf: bytes | memoryview,
+    name: str,
+    wanted: np.dtype[Any] = _UINT16,
+    shape: tuple[int, int] | None = None,
 ) -> Raster:
-    """The general path. Without imagecodecs, tifffile decodes raw, deflate, lzma and packbits."""
+    """The general path. Without imagecodecs, tifffile decodes raw, deflate, lzma and packbits;
+    every segment is checked to inflate to at most its size before tifffile decodes it."""
     what = "TIFF"
     try:
         with tifffile.TiffFile(io.BytesIO(buf)) as tif:
@@ -454,11 +553,11 @@ def _decode_with_tifffile(
                 raise InputDataError(name, f"dtype {page.dtype}, expected {wanted}")
             if len(page.shape) != 2:
                 raise InputDataError(name, f"unsupported TIFF: shape {page.shape}, expected 2-D")
-            if page.size > _MAX_PIXELS:
-                # Unlike the fast path's, these pixels are not bounded by the file's size: a few
-                # corrupt header bytes could otherwise make tifffile allocate gigabytes.
-                raise InputDataError(name, f"unsupported TIFF: shape {page.shape} is too large")
-            decoded = page.asarray()
+            # Unlike the fast path's, these pixels are not bounded by the file's size: a few
+            # corrupt header bytes could otherwise make tifffile allocate gigabytes.
+            _check_shape(name, tuple(page.shape), shape)
+            _check_segments(buf, page, wanted.itemsize, name)
+            decoded = page.asarray(maxworkers=1)
             geo = [_tag_values(page.tags.get(tag)) for tag in _GEO_TAGS]
     except InputDataError:
         raise
@@ -468,6 +567,62 @@ def _decode_with_tifffile(
     pixels = np.ascontiguousarray(decoded, dtype=wanted.newbyteorder("="))
     pixels.flags.writeable = False
     return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
+
+
+def _check_segments(
+    buf: bytes | memoryview, page: tifffile.TiffPage, itemsize: int, name: str
+) -> None:
+    """Bound what tifffile allocates and inflates for ``page``: each strip or tile at most the
+    image's size (or a 512 × 512 tile), and each compressed one inflating to at most its own
+    size (tifffile's decoders without imagecodecs inflate whatever they are given)."""
+    compression = int(page.compression)
+    if compression not in _TIFFFILE_CODECS:
+        label = getattr(page.compression, "name", compression)
+        raise InputDataError(name, f"unsupported TIFF compression {label}")
+    segment = math.prod(page.chunks)
+    if segment > max(page.size, _MAX_SEGMENT_PIXELS):
+        raise InputDataError(name, f"unsupported TIFF: segments of {page.chunks} pixels")
+    codec = _TIFFFILE_CODECS[compression]
+    if codec is None:
+        return
+    limit = segment * itemsize
+    for at, n in zip(page.dataoffsets, page.databytecounts, strict=False):
+        if _inflated_size(codec, buf[int(at) : int(at) + int(n)], limit) > limit:
+            raise InputDataError(
+                name, f"malformed TIFF: a compressed segment inflates beyond its {limit:,} bytes"
+            )
+
+
+def _inflated_size(codec: str, data: bytes | memoryview, limit: int) -> int:
+    """How many bytes ``data`` inflates to with ``codec``, counting no further than limit + 1
+    (so never holding more than that)."""
+    if codec == "packbits":
+        return _packbits_size(bytes(data), limit)
+    size = 0
+    while data and size <= limit:  # lzma.decompress, as tifffile calls it, reads every stream
+        inflater = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor()
+        size += len(inflater.decompress(data, limit + 1 - size))
+        if codec == "zlib" or not inflater.eof:
+            break
+        data = inflater.unused_data
+    return size
+
+
+def _packbits_size(data: bytes, limit: int) -> int:
+    """The length PackBits ``data`` decodes to (counted up to limit + 1, never decoded)."""
+    size = at = 0
+    end = len(data)
+    while at < end and size <= limit:
+        n = data[at]
+        if n < 128:
+            size += n + 1
+            at += n + 2
+        elif n > 128:
+            size += 257 - n
+            at += 2
+        else:
+            at += 1
+    return size
 
 
 def _tag_values(tag: tifffile.TiffTag | None) -> tuple[int | float, ...] | None:

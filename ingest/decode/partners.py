@@ -2,8 +2,8 @@
 (uint16 CLC 2018 codes), each 120 × 120 pixels on the patch's 10 m grid.
 
 Values are kept exactly as delivered. An S1 band must be float32 and a map uint16 (anything else is
-an :class:`~ingest.errors.InputDataError` naming the member), both 120 × 120 at 10 m, and VV and VH
-must share one georeferencing.
+an :class:`~ingest.errors.InputDataError` naming the member), both 120 × 120 (checked before
+decoding) at 10 m, and VV and VH must share one georeferencing.
 """
 
 from __future__ import annotations
@@ -27,8 +27,7 @@ Georef = tuple[int, float, float]
 
 
 def _checked(raster: Raster, member: str, what: str) -> Georef:
-    if raster.pixels.shape != (SIZE, SIZE):
-        raise InputDataError(member, f"{what} of shape {raster.pixels.shape}, expected (120, 120)")
+    """The georeference of a decoded partner band (its shape was checked by the decoder)."""
     if max(abs(raster.pixel_size[0] - GSD), abs(raster.pixel_size[1] - GSD)) > 1e-6:
         raise InputDataError(member, f"{what} pixel size {raster.pixel_size}, expected 10 m")
     return raster.epsg, raster.x_ul, raster.y_ul
@@ -42,7 +41,7 @@ def decode_s1(item: ArchiveItem, out: np.ndarray) -> Georef:
     reference: Georef | None = None
     for slot, band in enumerate(S1_BANDS):
         member = item.member(f"{band}.tif")
-        raster = decode_geotiff(item.files[f"{band}.tif"], member, np.float32)
+        raster = decode_geotiff(item.files[f"{band}.tif"], member, np.float32, (SIZE, SIZE))
         georef = _checked(raster, member, "S1 band")
         if reference is None:
             reference = georef
@@ -58,7 +57,7 @@ def decode_reference_map(item: ArchiveItem, out: np.ndarray) -> Georef:
     if MAP_FILE not in item.files:
         raise InputDataError(item.folder, f"no {item.prefix}{MAP_FILE}")
     member = item.member(MAP_FILE)
-    raster = decode_geotiff(item.files[MAP_FILE], member, np.uint16)
+    raster = decode_geotiff(item.files[MAP_FILE], member, np.uint16, (SIZE, SIZE))
     georef = _checked(raster, member, "reference map")
     out[...] = raster.pixels
     return georef

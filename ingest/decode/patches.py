@@ -48,12 +48,9 @@ def decode_patch(item: ArchiveItem, patch_id: str, out: dict[str, np.ndarray]) -
     reference: tuple[int, float, float, str] | None = None
     for band in BANDS:
         member = item.member(band_file(band))
-        raster = decode_geotiff(item.files[band_file(band)], member)
         group, slot = BAND_SLOT[band]
-        if raster.pixels.shape != (group.size, group.size):
-            raise InputDataError(
-                member, f"shape {raster.pixels.shape}, expected ({group.size}, {group.size})"
-            )
+        # The size is checked before decoding: a hostile header cannot make it allocate more.
+        raster = decode_geotiff(item.files[band_file(band)], member, shape=(group.size, group.size))
         if max(abs(raster.pixel_size[0] - group.gsd), abs(raster.pixel_size[1] - group.gsd)) > 1e-6:
             raise InputDataError(member, f"pixel size {raster.pixel_size}, expected {group.gsd} m")
         if reference is None:

@@ -90,7 +90,8 @@ def read_metadata(
     labels = [str(p) for p in paths] if names is None else list(names)
     for path, name in zip(paths, labels, strict=True):
         for batch in _batches(path, name):
-            batch = _compact(batch)
+            batch = _compact(batch, name)
+            _check_valid(batch, name)
             _check_nulls(batch, name)
             ids.append(batch.column("patch_id"))
             masks.append(_label_masks(batch.column("labels"), batch.column("patch_id"), name))
@@ -119,7 +120,7 @@ def _batches(path: str | Path | BinaryIO, name: str) -> Iterator[pa.RecordBatch]
         handle = pq.ParquetFile(path)
     except FileNotFoundError:
         raise InputDataError(name, "no such metadata file") from None
-    except (pa.ArrowInvalid, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise InputDataError(name, f"not a parquet file ({_first_line(exc)})") from None
     schema = handle.schema_arrow
     missing = [c for c in COLUMNS if c not in schema.names]
@@ -132,18 +133,37 @@ def _batches(path: str | Path | BinaryIO, name: str) -> Iterator[pa.RecordBatch]
         got = schema.field(column).type
         if not kind(got):
             raise InputDataError(name, f"metadata column {column!r} has type {got}")
+    rows = 0
     try:
-        yield from handle.iter_batches(batch_size=65536, columns=list(COLUMNS), use_threads=False)
-    except (pa.ArrowInvalid, OSError) as exc:
+        for batch in handle.iter_batches(batch_size=65536, columns=list(COLUMNS),
+                                         use_threads=False):  # fmt: skip
+            rows += batch.num_rows
+            yield batch
+    except (pa.ArrowException, OSError) as exc:  # any of Arrow's errors, for damaged pages
         raise InputDataError(name, f"unreadable parquet ({_first_line(exc)})") from None
+    declared = handle.metadata.num_rows
+    if rows != declared:  # a damaged footer can make whole row groups read as empty
+        raise InputDataError(name, f"unreadable parquet ({rows:,} rows of the {declared:,} it "
+                             "declares)")  # fmt: skip
 
 
-def _compact(batch: pa.RecordBatch) -> pa.RecordBatch:
+def _compact(batch: pa.RecordBatch, name: str) -> pa.RecordBatch:
     """A copy of the batch's columns that owns only its own bytes (a batch read from parquet
-    shares buffers with the whole decoded row group, which would stay alive with it)."""
-    return pa.RecordBatch.from_arrays(
-        [pa.concat_arrays([column]) for column in batch.columns], names=batch.schema.names
-    )
+    shares buffers with the whole decoded row group, which would stay alive with it). Large
+    strings and lists (as polars writes them) become the plain ones of the official files."""
+    columns = []
+    for column in batch.columns:
+        kind = column.type
+        try:
+            if pa.types.is_large_list(kind):
+                columns.append(column.cast(pa.list_(pa.string())))
+            elif pa.types.is_large_string(kind):
+                columns.append(column.cast(pa.string()))
+            else:
+                columns.append(pa.concat_arrays([column]))
+        except pa.ArrowException as exc:
+            raise InputDataError(name, f"unreadable parquet ({_first_line(exc)})") from None
+    return pa.RecordBatch.from_arrays(columns, names=batch.schema.names)
 
 
 def _is_string(t: pa.DataType) -> bool:
@@ -164,6 +184,15 @@ _TYPES: Final = {
     "contains_seasonal_snow": pa.types.is_boolean,
     "contains_cloud_or_shadow": pa.types.is_boolean,
 }
+
+
+def _check_valid(batch: pa.RecordBatch, name: str) -> None:
+    """Arrow's full validation: offsets inside their buffers and strings valid UTF-8 (parquet
+    pages are not checked when read; a damaged one would fail later, outside Arrow)."""
+    try:
+        batch.validate(full=True)
+    except pa.ArrowException as exc:
+        raise InputDataError(name, f"unreadable parquet ({_first_line(exc)})") from None
 
 
 def _check_nulls(batch: pa.RecordBatch, name: str) -> None:

@@ -60,10 +60,13 @@ def parse_label_item(document: dict[str, Any], member: str) -> LabelEntry:
     Errors name ``member`` and say what is wrong in one line (an unknown class name, a flag that is
     neither boolean nor "true"/"false", a missing ``labels``, not exactly one source link, ...).
     """
-    if not _is_valid(document):
-        error = best_match(_schema_validator().iter_errors(document))
-        if error is not None:
-            raise InputDataError(member, describe(error))
+    try:
+        if not _is_valid(document):
+            error = best_match(_schema_validator().iter_errors(document))
+            if error is not None:
+                raise InputDataError(member, describe(error))
+    except RecursionError:  # a document nested nearly as deep as JSON parsing allows
+        raise InputDataError(member, "item: nested too deeply to validate") from None
     props = document["properties"]
     (link,) = (lnk for lnk in document["links"] if lnk.get("rel") == "source")
     match = _SOURCE_HREF.search(link["href"])

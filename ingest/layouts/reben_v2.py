@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from ..archive.members import ArchiveItem
 from ..errors import InputDataError
 from ..nomenclature import CLASSES_19
-from ..sources.inputs import InputSpec, open_input
+from ..sources.inputs import InputSpec, InputStream, open_input
 from .base import Inputs, Sink
 from .feeds import Feed, open_archive_feed
 from .labels import LabelIndex
@@ -34,6 +34,21 @@ TOP: Final = "BigEarthNet-S2"
 _PATCH_TIME: Final = re.compile(r"^S2[AB]_MSIL2A_(?P<time>\d{8}T\d{6})_")
 #: Largest metadata file read into memory when given as a URL (the official ones: 3.6 MB).
 _METADATA_BYTES: Final = 256 << 20
+
+
+def _read_limited(stream: InputStream, name: str, limit: int, sink: Sink) -> bytes:
+    """The whole of ``stream``, at most ``limit`` bytes counted over every read (a read over
+    HTTP returns what has arrived, so no single read says how large the file is)."""
+    pieces: list[bytes] = []
+    size = 0
+    while chunk := stream.read(min(1 << 20, limit + 1 - size)):  # a short read is not the end
+        size += len(chunk)
+        if size > limit:
+            raise InputDataError(name, f"metadata larger than {limit:,} bytes")
+        pieces.append(chunk)
+    stream.drain()  # to b"": the md5, if any, is checked there
+    sink.add_sources(stream.records())
+    return b"".join(pieces)
 
 
 def patch_times(patch_ids: pa.ChunkedArray) -> np.ndarray:
@@ -93,14 +108,7 @@ class RebenV2:
     def _fetch(self, spec: InputSpec, sink: Sink) -> bytes:
         i = self.inputs
         with open_input(spec, policy=i.policy, warn=i.warn, endpoint=i.endpoint) as stream:
-            data = stream.read(_METADATA_BYTES + 1)
-            if len(data) > _METADATA_BYTES:
-                raise InputDataError(spec.name, f"metadata larger than {_METADATA_BYTES:,} bytes")
-            while chunk := stream.read(1 << 20):  # a short read is not the end: read to b""
-                data += chunk
-            stream.drain()
-            sink.add_sources(stream.records())
-        return data
+            return _read_limited(stream, spec.name, _METADATA_BYTES, sink)
 
     def read_labels(self, sink: Sink) -> LabelIndex:
         names = [s.name for s in self.inputs.metadata]

@@ -83,10 +83,7 @@ def official_tables(patch_ids: Sequence[str]) -> dict[str, np.ndarray]:
     if len(patch_ids) == 0:
         return {key: np.array([], dtype=object) for key in ("country", "season", "split")}
     tables = _tables()
-    wanted = np.array([p.encode() for p in patch_ids])
-    # An id longer than the table's names is truncated by the search but not by the comparison.
-    where = np.minimum(np.searchsorted(tables.names, wanted), len(tables.names) - 1)
-    found = tables.names[where] == wanted
+    where, found = _lookup(tables.names, patch_ids)
     return {
         "country": _column(tables.countries, tables.country[where], found),
         "season": _column(tables.seasons, tables.season[where], found),
@@ -100,9 +97,8 @@ def official_flags(patch_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     if len(patch_ids) == 0:
         return np.zeros(0, bool), np.zeros(0, bool)
     tables = _tables()
-    wanted = np.array([p.encode() for p in patch_ids])
-    where = np.minimum(np.searchsorted(tables.names, wanted), len(tables.names) - 1)
-    flags = np.where(tables.names[where] == wanted, tables.flags[where], 0)
+    where, found = _lookup(tables.names, patch_ids)
+    flags = np.where(found, tables.flags[where], 0)
     return (flags & 2).astype(bool), (flags & 1).astype(bool)
 
 
@@ -111,10 +107,20 @@ def official_s1(patch_ids: Sequence[str]) -> list[str]:
     if len(patch_ids) == 0:
         return []
     tables = _tables()
-    wanted = np.array([p.encode() for p in patch_ids])
-    where = np.minimum(np.searchsorted(tables.names, wanted), len(tables.names) - 1)
-    found = tables.names[where] == wanted
+    where, found = _lookup(tables.names, patch_ids)
     return [s.decode() if ok else "" for s, ok in zip(tables.s1[where], found, strict=True)]
+
+
+def _lookup(names: np.ndarray, patch_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Where each id sits in the sorted ``names``, and whether it is there. The ids come from
+    archives: one longer than the names (which would widen the whole table to its length for
+    the search: 8 MB of JSON asked for terabytes) or not encodable is never found."""
+    width = names.dtype.itemsize
+    encoded = [p.encode("utf-8", "surrogatepass") for p in patch_ids]
+    fits = np.array([len(e) <= width for e in encoded], dtype=bool)
+    wanted = np.array([e if len(e) <= width else b"" for e in encoded], dtype=names.dtype)
+    where = np.minimum(np.searchsorted(names, wanted), len(names) - 1)
+    return where, (names[where] == wanted) & fits
 
 
 def _column(values: np.ndarray, codes: np.ndarray, found: np.ndarray) -> np.ndarray:

@@ -41,6 +41,9 @@ def parse_labels_json(data: bytes, member: str) -> tuple[int, int]:
     unknown = [n for n in labels if n not in CLASS_INDEX]
     if unknown:
         raise InputDataError(member, f"labels: unknown class name {unknown[0]!r}")
+    if len(set(labels)) != len(labels):  # summed twice, a bit would carry into another class
+        twice = next(n for n in labels if labels.count(n) > 1)
+        raise InputDataError(member, f"labels: class name {twice!r} appears twice")
     when = document.get("acquisition_date")
     try:
         moment = datetime.strptime(str(when), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)

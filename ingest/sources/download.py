@@ -5,8 +5,16 @@ A connection reset or stall mid-body is repaired by asking for the rest with ``R
 ``Content-Range`` of the answer; the reader above (gzip, tar) never notices. 429/503 answers wait
 for their ``Retry-After``. A server that ignores ``Range`` (200 instead of 206) is detected: the
 bytes already delivered are skipped in the new body. A body shorter than its ``Content-Length`` is
-an error, as is running out of retries. Why by hand: requests/urllib3 retry whole requests, not a
-body broken after N bytes, and radiant-mlhub never resumed (radiant-mlhub #69).
+an error, as is running out of retries.
+
+A server may also ignore ``If-Range``: every resumed answer is therefore checked to come from the
+same file (its ETag and Last-Modified, when the first answer had them, and its total length from
+``Content-Range`` or ``Content-Length``), and a body never delivers more than that length. A
+different file is :class:`FileChanged`: a stream cannot take back the bytes it delivered, so the
+caller decides (a download starts over, see :mod:`ingest.catalog.fetch`; an ingest stops).
+
+Why by hand: requests/urllib3 retry whole requests, not a body broken after N bytes, and
+radiant-mlhub never resumed (radiant-mlhub #69).
 """
 
 from __future__ import annotations
@@ -83,13 +91,15 @@ class ResumableBody:
         self.resumes = 0
         self._failures = 0
         self.etag = etag
+        self.last_modified: str | None = None
         self.length: int | None = None
         """The size of the whole file (not of the rest), when the server says it."""
         response = self._request(url, start=start)
         self.url = response.url
         """The final URL after redirects (resumes go there directly)."""
-        self.etag = etag or response.headers.get("ETag")
         self._response = self._accept(response)
+        self.etag = etag or response.headers.get("ETag")
+        self.last_modified = response.headers.get("Last-Modified")
 
     def read(self, n: int = -1, /) -> bytes:
         while True:
@@ -103,6 +113,11 @@ class ResumableBody:
             if data:
                 self.position += len(data)
                 self._failures = 0
+                if self.length is not None and self.position > self.length:
+                    raise FileChanged(
+                        f"{self._what}: more bytes than the {self.length:,} of the file: it "
+                        "changed on the server during the download"
+                    )
                 return data
             if self.length is not None and self.position < self.length:
                 self._resume(f"connection closed at byte {self.position:,} of {self.length:,}")
@@ -131,8 +146,10 @@ class ResumableBody:
         try:
             if response.status_code == 206:
                 self._check_range(response)
+                self._check_same_file(response)
             elif self.position:
                 self._check_same_file(response)
+                self._check_length(response)
                 self._warn(
                     f"{self._what}: the server ignored Range; skipping {self.position:,} bytes"
                 )
@@ -226,9 +243,23 @@ class ResumableBody:
             )
 
     def _check_same_file(self, response: requests.Response) -> None:
-        etag = response.headers.get("ETag")
-        if self.etag and etag and etag != self.etag:
-            raise FileChanged(f"{self._what}: the file changed on the server during the download")
+        """The answer's ETag and Last-Modified, where both it and the earlier answer have one,
+        are the earlier ones (a server ignoring If-Range answers with another file's)."""
+        for header, known in (("ETag", self.etag), ("Last-Modified", self.last_modified)):
+            value = response.headers.get(header)
+            if known and value and value != known:
+                raise FileChanged(
+                    f"{self._what}: the file changed on the server during the download "
+                    f"({header} {value!r}, it was {known!r})"
+                )
+
+    def _check_length(self, response: requests.Response) -> None:
+        """A full answer to a resume has the length of the file the earlier bytes came from."""
+        length = response.headers.get("Content-Length", "")
+        if self.length is not None and length.isdigit() and int(length) != self.length:
+            raise FileChanged(
+                f"{self._what}: the file is now {int(length):,} bytes, it was {self.length:,}"
+            )
 
 
 def _release_errors(response: requests.Response, *args: Any, **kwargs: Any) -> None:

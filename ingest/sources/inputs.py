@@ -51,28 +51,42 @@ class InputSpec:
 
 class Md5Check:
     """Passes bytes through, hashing them with md5; at the end of the stream the digest must equal
-    the published one, else an :class:`InputDataError` naming the file stops the run."""
+    the published one, else an :class:`InputDataError` naming the file stops the run.
+
+    The outcome is kept: :attr:`matched` is True only once the last byte was read and the digest
+    matched, False after a mismatch (every later read, and :meth:`InputStream.records`, raise the
+    error again: a failed check seen only by a read-ahead thread is never lost), None while the
+    end has not been reached."""
 
     def __init__(self, inner: Any, expected: str, name: str) -> None:
         self._inner = inner
         self.expected = expected.lower()
         self._name = name
         self._hash = hashlib.md5(usedforsecurity=False)
-        self.checked = False
+        self.matched: bool | None = None
+        self.error: InputDataError | None = None
+
+    @property
+    def checked(self) -> bool:
+        """Whether the end was reached and the digest compared."""
+        return self.matched is not None
 
     def read(self, n: int = -1, /) -> bytes:
+        if self.error is not None:
+            raise self.error
         data: bytes = self._inner.read(n)
         if data:
             self._hash.update(data)
-        elif not self.checked and n != 0:
-            self.checked = True
+        elif self.matched is None and n != 0:
             got = self._hash.hexdigest()
-            if got != self.expected:
-                raise InputDataError(
+            self.matched = got == self.expected
+            if not self.matched:
+                self.error = InputDataError(
                     self._name,
                     f"md5 {got} differs from the official {self.expected}: the file is damaged "
                     "or not the official one",
                 )
+                raise self.error
         return data
 
 
@@ -129,7 +143,11 @@ class InputStream:
             pass
 
     def records(self) -> list[dict[str, Any]]:
-        """The store's ``sources`` entries: one per part read (never an API key)."""
+        """The store's ``sources`` entries: one per part read (never an API key). The last part
+        records the official md5 only when the whole input was read and matched it (None: not
+        verified); an md5 that failed, even where nobody read on, raises its error here."""
+        if self.check is not None and self.check.error is not None:
+            raise self.check.error
         out: list[dict[str, Any]] = []
         for part, reader in zip(self.chain.parts, self.chain.readers, strict=False):
             info = describe(part, self.spec.collection or self.spec.role)
@@ -142,7 +160,7 @@ class InputStream:
                 "sha256": reader.sha256,
             })  # fmt: skip
         if self.check is not None and out:
-            out[-1]["md5"] = self.check.expected if self.check.checked else None
+            out[-1]["md5"] = self.check.expected if self.check.matched else None
         return out
 
 
