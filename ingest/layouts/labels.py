@@ -59,7 +59,10 @@ class Selection:
                 f"class {unknown[0]!r} is not in this release's {which} nomenclature "
                 "(see `ingest classes`)"
             )
-        return sum(1 << index[c] for c in self.classes)
+        mask = 0
+        for name in self.classes:  # OR, not a sum: a class named twice is one bit
+            mask |= 1 << index[name]
+        return mask
 
     def keeps(
         self,
