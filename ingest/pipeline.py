@@ -272,6 +272,8 @@ def _check_room(
     """Refuse a run whose estimated store and staging exceed a local file system's free space."""
     arrays = tuple(p.array for p in partners)
     count = samples_bound(capacity, local_size(config.inputs().s2.parts))
+    if config.selection.limit is not None:
+        count = min(count, config.selection.limit)
     room = estimate(count, labels_only=config.labels_only, partners=arrays)
     check_room(room, config.location, staging_at if partners else None)
 

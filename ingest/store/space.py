@@ -63,13 +63,37 @@ def samples_bound(capacity: int, archive_bytes: int | None) -> int:
 
 
 def local_size(parts: tuple[str, ...]) -> int | None:
-    """Bytes of an archive given as local files (None for URLs, the endpoint, a missing file)."""
-    if not parts or any("://" in p for p in parts):
+    """Bytes of an archive given as local files or http(s) URLs (a HEAD each, 10 s at most, no
+    retries: this is only an estimate); None for the endpoint, a missing file, a URL whose size
+    does not come back."""
+    if not parts:
         return None
+    total = 0
+    for part in parts:
+        if part.startswith(("http://", "https://")):
+            size = _url_size(part)
+            if size is None:
+                return None
+            total += size
+        elif "://" in part:
+            return None
+        else:
+            try:
+                total += os.stat(os.path.expanduser(part)).st_size
+            except OSError:
+                return None
+    return total
+
+
+def _url_size(url: str) -> int | None:
+    import requests
+
     try:
-        return sum(os.stat(os.path.expanduser(p)).st_size for p in parts)
-    except OSError:
+        response = requests.head(url, allow_redirects=True, timeout=10)
+    except requests.RequestException:
         return None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if response.ok and length.isdigit() else None
 
 
 def existing_ancestor(path: Path) -> Path:

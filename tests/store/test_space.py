@@ -233,4 +233,40 @@ def test_the_count_is_bounded_by_the_archive_size() -> None:
     assert space.samples_bound(600_000, None) == 600_000
     assert space.samples_bound(600_000, 66_000_000_000) == 600_000  # the full v1.0 archive
     assert space.samples_bound(549_488, 800_000) == 11
-    assert space.local_size(("https://zenodo.org/x.tar.zst",)) is None
+
+
+def test_archive_sizes_of_files_and_urls(tmp_path: Path) -> None:
+    """Local parts by stat, http(s) parts by a HEAD (loopback here); unknown: None."""
+    import functools
+    import http.server
+    import threading
+
+    (tmp_path / "a.tar.zst").write_bytes(b"x" * 1234)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.RequestHandlerClass.log_message = lambda *args: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/a.tar.zst"
+        assert space.local_size((url, str(tmp_path / "a.tar.zst"))) == 2468
+        assert space.local_size((url.replace("a.tar", "missing.tar"),)) is None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert space.local_size(("s3://bucket/x.tar.zst",)) is None
+    assert space.local_size((str(tmp_path / "nothing"),)) is None
+
+
+def test_limit_bounds_the_estimate(
+    synthetic_sample: SampleArchives, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(space, "free_bytes", lambda path: 1_000_000)
+    refused = CliRunner().invoke(
+        main, run_args(synthetic_sample, tmp_path / "all.zarr", "--workers", "0")
+    )
+    assert refused.exit_code == 5, refused.output
+    fits = CliRunner().invoke(main, run_args(synthetic_sample, tmp_path / "two.zarr", "--workers", "0",
+                                             "--limit", "2"))  # fmt: skip
+    assert fits.exit_code == 0, fits.output
