@@ -21,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
+from contextlib import suppress
 
 from fsspec.core import url_to_fs
 from zarr.abc.store import ByteRequest, RangeByteRequest, Store, SuffixByteRequest
@@ -84,6 +86,8 @@ class LocalFiles(Files):
         self._fds: OrderedDict[str, int] = OrderedDict()
         self._users: dict[str, int] = {}
         self._lock = threading.Lock()
+        # a dataset dropped without close() must not keep its files open until the process ends
+        weakref.finalize(self, _close_all, self._fds)
 
     def where(self, key: str) -> str:
         return f"{self._root}/{key}"
@@ -216,6 +220,13 @@ class LocalFiles(Files):
                 os.close(fd)
             self._fds.clear()
             self._users.clear()
+
+
+def _close_all(fds: OrderedDict[str, int]) -> None:
+    for fd in fds.values():
+        with suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 class RemoteFiles(Files):
