@@ -4,12 +4,15 @@ in memory.
 
 The partner archives arrive in their own order (S1 names sort differently from S2 ids; the real v1
 archives guarantee no order at all), yet ``bands_s1[i]`` must be the partner of ``bands_10m[i]``
-and be written in whole shards. So each partner archive is read *before* the S2 archive: every
-patch is decoded, checked and encoded at once with the store's own inner-chunk codec (the bytes
-zarr would write for that chunk), appended to one local file, and indexed by its S2 patch id. When
-the S2 pass then writes a shard, the writer gathers that shard's partner chunks from the file by
-byte range and writes them, prefixed to nothing and followed by the shard index, as the partner
-array's shard: no second decode, no recompression (:func:`ingest.store.shards.assemble`).
+and be written in whole shards. So each partner archive is streamed by a process of its own while
+the S2 archive streams (:mod:`ingest.layouts.partner_stream`): every patch is decoded, checked and
+encoded at once with the store's own inner-chunk codec (the bytes zarr would write for that
+chunk; S1's raw pixels, which compress badly, are left to the writers), appended to one local file,
+and indexed here by its S2 patch id. A shard's S2 arrays are written as soon as the S2 stream has
+filled them; its partner arrays once every one of its samples' partners is staged
+(:mod:`ingest.layouts.pairing`): the writer gathers that shard's partner chunks from the file by
+byte range and writes them, followed by the shard index, as the partner array's shard: no second
+decode, no recompression (:func:`ingest.store.shards.assemble`).
 
 What this costs: disk for the staged partners (115 KB per S1 patch, ≈ 2 KB per map) in
 ``--staging-dir``, else ``$INGEST_STAGING_DIR``, else beside a local store (the system's temporary
@@ -73,6 +76,9 @@ class StagedChunks:
         return np.frombuffer(data, dtype=dtype).reshape(len(self.sizes), *shape)
 
 
+Entry = tuple[str, str, int, int, int, float, float]
+"""One staged partner: (S2 patch id, partner name, offset, size, EPSG, x_ul, y_ul)."""
+
 Staged = dict[str, StagedChunks]
 """Partner array name → its chunks for one shard."""
 
@@ -103,14 +109,38 @@ class Staging:
     _shape: tuple[int, ...] = ()
 
     @classmethod
-    def create(cls, array: zarr.Array[Any], directory: Path, *, raw: bool = False) -> Staging:
+    def create(
+        cls, array: zarr.Array[Any], directory: Path, *, raw: bool = False, write: bool = True
+    ) -> Staging:
+        """The staging of ``array`` in ``directory``; with ``write=False`` the index alone, of a
+        file another process writes (:meth:`add_entries`)."""
         encoder = ShardEncoder.for_array(array)
         if encoder is None:  # pragma: no cover - the store's own arrays always have the layout
             raise ValueError(f"{array.path}: not the store's shard layout")
         path = directory / f"{array.path}.chunks"
         staging = cls(array.path, encoder, path, raw, _shape=tuple(array.shape[1:]))
-        staging._handle = _BackgroundWriter(path)
+        if write:
+            staging._handle = _BackgroundWriter(path)
         return staging
+
+    def encode(self, pixels: np.ndarray) -> bytes:
+        """What the staging file holds of one partner: raw pixels or its encoded chunk."""
+        if self.raw:
+            return np.ascontiguousarray(pixels, self.encoder.dtype).tobytes()
+        return self.encoder.encode_chunk(pixels)
+
+    def add_entries(self, entries: list[Entry]) -> None:
+        """Index partners another process appended to the file (and flushed), in file order;
+        that process refused a second partner of one S2 patch already."""
+        for s2_id, name, offset, size, epsg, x_ul, y_ul in entries:
+            self.slots[s2_id] = len(self.names)
+            self.names.append(None if name == s2_id else name)
+            self.offsets.append(offset)
+            self.sizes.append(size)
+            self.epsg.append(epsg)
+            self.corners.extend((x_ul, y_ul))
+            self.used.append(0)
+            self._end = offset + size
 
     def add(
         self, s2_id: str, name: str, pixels: np.ndarray, georef: tuple[int, float, float],
@@ -120,11 +150,7 @@ class Staging:
         if s2_id in self.slots:
             first = self.name_of(s2_id)
             raise InputDataError(member, f"a second partner of {s2_id} (the first was {first})")
-        data = (
-            np.ascontiguousarray(pixels, self.encoder.dtype).tobytes()
-            if self.raw
-            else self.encoder.encode_chunk(pixels)
-        )
+        data = self.encode(pixels)
         self._handle.write(data)
         self.slots[s2_id] = len(self.names)
         self.names.append(None if name == s2_id else name)
