@@ -1,9 +1,10 @@
 """Partner streams: each partner archive (Sentinel-1, reference maps) read, decoded and staged by a
 process of its own while the S2 archive streams.
 
-The process walks its archive, pairs each patch with its S2 patch, decodes and checks it (as
-:func:`ingest.layouts.stage.stage` does on the reader), appends what the staging file keeps
-(:meth:`~ingest.store.staging.Staging.encode`) to the run's staging file and tells the run, in
+The process walks its archive, pairs each patch with its S2 patch, decodes and checks it (only
+the partners of selected S2 patches; a second partner of one S2 patch is an error), appends what
+the staging file keeps (:meth:`~ingest.store.staging.Staging.encode`) to the run's staging file
+and tells the run, in
 batches, which partners the file now holds (flushed before each batch is sent, so a writer that
 reads them finds them). The run indexes them in its :class:`~ingest.store.staging.Staging`
 (:meth:`PartnerStreams.poll`), and a thread of the run receives the messages so that the process
@@ -105,8 +106,7 @@ class PartnerStreams:
     ) -> PartnerStream:
         """Start streaming ``partner``'s archive into ``directory``."""
         raw = partner.dtype == "float32"
-        staging = Staging.create(store.pixel_array(location, partner.array), directory, raw=raw,
-                                 write=False)  # fmt: skip
+        staging = Staging.create(store.pixel_array(location, partner.array), directory, raw=raw)
         job = StageJob(partner, location, staging.path, raw, unselected(index), endpoint, policy,
                        skip)  # fmt: skip
         receive, send = multiprocessing.Pipe(duplex=False)
@@ -162,8 +162,6 @@ class PartnerStreams:
             if stream.process.is_alive():
                 stream.process.terminate()
             stream.process.join()
-            if stream.staging is not None:
-                stream.staging.close_file()
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -274,8 +272,8 @@ def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
 
 def _stream(job: StageJob, connection: Connection) -> None:
     partner = job.partner
-    staging = Staging.create(store.pixel_array(job.location, partner.array), job.path.parent,
-                             raw=job.raw, write=False)  # fmt: skip
+    array = store.pixel_array(job.location, partner.array)
+    staging = Staging.create(array, job.path.parent, raw=job.raw)
     out = np.empty(partner.shape, partner.dtype)
     ignored = IgnoredMembers()
     first: dict[str, str] = {}

@@ -28,8 +28,6 @@ import os
 import shutil
 import tempfile
 from array import array as packed
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import InputDataError
 from .location import StoreLocation
 from .shards import ShardEncoder
 
@@ -105,23 +102,17 @@ class Staging:
     """x_ul, y_ul of each partner, interleaved."""
     used: bytearray = field(default_factory=bytearray)
     _end: int = 0
-    _handle: Any = None
     _shape: tuple[int, ...] = ()
 
     @classmethod
-    def create(
-        cls, array: zarr.Array[Any], directory: Path, *, raw: bool = False, write: bool = True
-    ) -> Staging:
-        """The staging of ``array`` in ``directory``; with ``write=False`` the index alone, of a
-        file another process writes (:meth:`add_entries`)."""
+    def create(cls, array: zarr.Array[Any], directory: Path, *, raw: bool = False) -> Staging:
+        """The index of ``array``'s staging file in ``directory``, which a partner stream's
+        process writes (:meth:`add_entries`)."""
         encoder = ShardEncoder.for_array(array)
         if encoder is None:  # pragma: no cover - the store's own arrays always have the layout
             raise ValueError(f"{array.path}: not the store's shard layout")
         path = directory / f"{array.path}.chunks"
-        staging = cls(array.path, encoder, path, raw, _shape=tuple(array.shape[1:]))
-        if write:
-            staging._handle = _BackgroundWriter(path)
-        return staging
+        return cls(array.path, encoder, path, raw, _shape=tuple(array.shape[1:]))
 
     def encode(self, pixels: np.ndarray) -> bytes:
         """What the staging file holds of one partner: raw pixels or its encoded chunk."""
@@ -141,31 +132,6 @@ class Staging:
             self.corners.extend((x_ul, y_ul))
             self.used.append(0)
             self._end = offset + size
-
-    def add(
-        self, s2_id: str, name: str, pixels: np.ndarray, georef: tuple[int, float, float],
-        member: str,
-    ) -> None:  # fmt: skip
-        """Stage the partner ``name`` of S2 patch ``s2_id``; a second partner is an error."""
-        if s2_id in self.slots:
-            first = self.name_of(s2_id)
-            raise InputDataError(member, f"a second partner of {s2_id} (the first was {first})")
-        data = self.encode(pixels)
-        self._handle.write(data)
-        self.slots[s2_id] = len(self.names)
-        self.names.append(None if name == s2_id else name)
-        self.offsets.append(self._end)
-        self.sizes.append(len(data))
-        self.epsg.append(georef[0])
-        self.corners.extend(georef[1:])
-        self.used.append(0)
-        self._end += len(data)
-
-    def close_file(self) -> None:
-        """All partners are staged: flush the file for the writers to read."""
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            handle.close()
 
     def __contains__(self, s2_id: str) -> bool:
         return s2_id in self.slots
@@ -196,34 +162,6 @@ class Staging:
         """(S2 id, partner name) of the staged partners no shard took, in staging order."""
         by_slot = {slot: s2 for s2, slot in self.slots.items()}
         return [(by_slot[i], self.names[i] or by_slot[i]) for i, u in enumerate(self.used) if not u]
-
-
-class _BackgroundWriter:
-    """Appends to a file from a thread of its own: ``write`` releases the GIL, so the reader
-    goes on decoding while the kernel copies (measured: 2.4 s of 10,000 S1 patches' staging ran
-    in ``write`` on the reader's thread). At most :data:`_PENDING` pieces wait; the first error
-    is raised by the next ``write`` or by ``close``."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("wb")
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="staging")
-        self._pending: deque[Future[int]] = deque()
-
-    def write(self, data: bytes) -> None:
-        while len(self._pending) >= _PENDING or (self._pending and self._pending[0].done()):
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._file.write, data))
-
-    def close(self) -> None:
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._file.close()
-
-
-_PENDING = 64
 
 
 def staging_parent(store: StoreLocation, explicit: str | os.PathLike[str] | None = None) -> Path:
