@@ -485,7 +485,7 @@ def _ingest_source(
             state.progress.phase(_phase_name(config), feed.meter)
             items = feed.items()
             for obj in items:
-                if streams is not None and pairing is not None and _paired(streams, pairing):
+                if streams is not None and pairing is not None and _paired(state, streams, pairing):
                     break  # a partner mismatch with --on-error skip: this pass is void
                 if isinstance(obj, CollectionDoc):
                     state.collection["s2"] = obj.document
@@ -687,10 +687,17 @@ def ingest_overlapped(
     return table, read_to_end
 
 
-def _paired(streams: PartnerStreams, pairing: Pairing) -> bool:
-    """Take in what the partner streams staged; True at a mismatch that voids the pass."""
+def _paired(state: _Run, streams: PartnerStreams, pairing: Pairing) -> bool:
+    """Take in what the partner streams staged; True at a mismatch that voids the pass. Once the
+    partners are all staged and every sample so far checked, each next sample is checked before
+    it is numbered (``state.staged``), as in a serial run: a missing partner is then skipped
+    without starting again."""
     streams.poll()
-    return pairing.check() is not None
+    if pairing.check() is not None:
+        return True
+    if not state.staged and not pairing.waiting and streams.all_done:
+        state.staged = [(s.partner, s.staging, s.counts) for s in streams.streams]
+    return False
 
 
 def finish_pairing(state: _Run, streams: PartnerStreams, pairing: Pairing) -> None:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 import zarr
+import zstandard
 
 from ingest.config import RunConfig
 from ingest.layouts.partner_stream import BATCH
@@ -163,3 +165,48 @@ def test_kill_in_the_overlap_then_resume(
     assert done.returncode == 0, done.stderr
     assert check(path) == []
     assert store_differences(reference, path) == []
+
+
+def without_members(src: Path, dst: Path, fragments: list[str]) -> Path:
+    """The tar.zst ``src`` as a tar.gz without the members whose name contains a fragment."""
+    with src.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as plain, \
+            tarfile.open(fileobj=plain, mode="r|") as tar, tarfile.open(dst, "w:gz") as out:  # fmt: skip
+        for info in tar:
+            if not any(f in info.name for f in fragments):
+                out.addfile(info, tar.extractfile(info) if info.isfile() else None)
+    return dst
+
+
+def test_s2_patches_without_partners_skipped_after_their_shards_were_written(
+    sample: ReleaseSample, tmp_path: Path
+) -> None:
+    """--on-error skip, the S1 archive (lacking 4 patches' partners) read only after every S2
+    shard was written: the S2 pass runs again and the store is that of a serial run, without the
+    shard the first pass wrote past the end."""
+    victims = [sample.patches[i] for i in (1, 9, 30, 77)]
+    s1 = without_members(sample.s1[0], tmp_path / "src.tar.gz", [sample.s1_of[v] for v in victims])
+    fifo = tmp_path / "s1.tar.gz"  # both runs read it here: the skip reasons name it
+    serial = tmp_path / "serial.zarr"  # the S1 archive staged before any S2 patch is read
+    path = tmp_path / "s.zarr"
+    settled: list[float] = []
+
+    def all_staged() -> bool:  # and a moment for the run to hear that the stream ended
+        if staged(tmp_path / "a") >= PATCHES - len(victims):
+            settled.append(time.monotonic())
+        return bool(settled) and time.monotonic() - settled[0] > 1.0
+
+    with fed(tmp_path / "s2.tar.zst", sample.s2[0].read_bytes(), (0.0, all_staged)), \
+            fed(fifo, s1.read_bytes()):  # fmt: skip
+        run(config(sample, serial, str(tmp_path / "s2.tar.zst"), str(fifo), workers=1,
+                   on_error="skip", staging_dir=str(tmp_path / "a"), space_check=False))  # fmt: skip
+    fifo.unlink()
+    with fed(fifo, s1.read_bytes(), (0.0, lambda: s2_shards_written(path) >= PATCHES // SHARD)):
+        report = run(config(sample, path, str(sample.s2[0]), str(fifo), workers=1,
+                            on_error="skip", staging_dir=str(tmp_path / "b"),
+                            space_check=False))  # fmt: skip
+    assert report.samples == PATCHES - len(victims)
+    assert sorted(s["item"] for s in report.skipped) == sorted(victims)
+    assert check(path) == []
+    assert store_differences(serial, path) == []
+    shards = {p.parts[-4] for p in (path / "bands_10m" / "c").glob("*/0/0/0")}
+    assert shards == {str(i) for i in range(-(-report.samples // SHARD))}
