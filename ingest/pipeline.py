@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._version import __version__
+from .archive.members import EXAMPLES as EXAMPLES_IGNORED
 from .archive.members import ArchiveItem, BadItem, CollectionDoc, IgnoredMembers, Warn
 from .catalog.items_feed import open_items_labels_feed, open_items_source_feed
 from .config import RunConfig, RunReport
@@ -29,8 +30,10 @@ from .layouts import make_layout
 from .layouts.base import Inputs, Layout, detect_layout
 from .layouts.feeds import Feed, Meter
 from .layouts.labels import LabelIndex
+from .layouts.pairing import Pairing
+from .layouts.partner_stream import PartnerStreams
 from .layouts.partners import Partner
-from .layouts.stage import PartnerCounts, stage
+from .layouts.stage import PartnerCounts
 from .layouts.tables import preload
 from .store import zarrstore as store
 from .store.buffers import Buffers
@@ -231,19 +234,22 @@ def _run_locked(state: _Run, lock: Lock) -> RunReport:
         else:
             directory = staging_directory(str(final), staging_at)
             staging.append(directory)
+            streams = PartnerStreams(state.warn)
             try:
-                for partner in partners:
-                    state.staged.append((partner, *stage(
-                        partner, index, state, location, directory,
-                        endpoint=config.endpoint, policy=config.retry, warn=state.warn,
-                    )))  # fmt: skip
-                table, read_to_end = _ingest_source(state, layout, index, done)
+                for partner in partners:  # each in a process of its own, while S2 streams
+                    streams.start(partner, index, location, directory, endpoint=config.endpoint,
+                                  policy=config.retry, skip=config.on_error == "skip")  # fmt: skip
+                if streams.streams:
+                    table, read_to_end = ingest_overlapped(state, layout, index, done, streams)
+                else:
+                    table, read_to_end = _ingest_source(state, layout, index, done)
             except OSError as error:  # told while the staging files are still there to count
                 full = disk_full(error, location, directory)
                 if full is None:
                     raise
                 raise full from error
             finally:
+                streams.close()
                 shutil.rmtree(directory, ignore_errors=True)
         state.progress.done()
         report = _report(state, layout, index, table, read_to_end, final)
@@ -452,9 +458,19 @@ def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
 
 
 def _ingest_source(
-    state: _Run, layout: Layout, index: LabelIndex, done: dict[int, store.ShardRecord]
+    state: _Run,
+    layout: Layout,
+    index: LabelIndex,
+    done: dict[int, store.ShardRecord],
+    pairing: Pairing | None = None,
+    streams: PartnerStreams | None = None,
 ) -> tuple[store.SampleTable, bool]:
-    """Stream the S2 archive: join, decode, and write every shard not already ``done``."""
+    """Stream the S2 archive: join, decode, and write every shard not already ``done``.
+
+    With ``pairing``, the partners are still streaming (``streams``): each shard's S2 arrays are
+    written at once, its partner arrays once ``pairing`` has checked its samples; the pass stops
+    early at a partner mismatch with ``--on-error skip`` (``pairing.mismatch``: the caller
+    starts again)."""
     config = state.config
     limit = config.selection.limit
     rows: list[int] = []
@@ -465,10 +481,14 @@ def _ingest_source(
     try:
         cutter = ShardCutter(writer, config.shard_size, done, config.location,
                              partners=tuple(staging for _, staging, _ in state.staged))  # fmt: skip
+        if pairing is not None:
+            pairing.writer, cutter.deferred = writer, pairing.written
         with layout.source_feed(index, state) as feed:
             state.progress.phase(_phase_name(config), feed.meter)
             items = feed.items()
             for obj in items:
+                if streams is not None and pairing is not None and _paired(state, streams, pairing):
+                    break  # a partner mismatch with --on-error skip: this pass is void
                 if isinstance(obj, CollectionDoc):
                     state.collection["s2"] = obj.document
                     continue
@@ -483,12 +503,21 @@ def _ingest_source(
                 if joined is None:
                     continue
                 patch, row = joined
+                if pairing is not None:
+                    grid = (patch.epsg, patch.x_ul, patch.y_ul)
+                    pairing.accept(len(rows), patch.patch_id, grid, obj.folder)
                 cutter.accept(len(rows), patch.patch_id)
                 index.matched[row] = True
                 rows.append(row)
                 geo.append((patch.epsg, patch.x_ul, patch.y_ul))
-            cutter.flush()
+            if pairing is None or pairing.mismatch is None:
+                cutter.flush()
+            if streams is not None and pairing is not None:
+                finish_pairing(state, streams, pairing)
             writer.close()
+            if pairing is not None and pairing.mismatch is not None:
+                _close(items)
+                return _table(layout, index, []), False  # void: the caller starts again
             cutter.check_done(len(rows))
             _close(items)
             state.sources.extend(feed.records())
@@ -633,3 +662,113 @@ def _with_size(report: RunReport, state: _Run) -> RunReport:
         store_bytes=report.store.size(),
         elapsed=time.monotonic() - state.started,
     )
+
+
+def ingest_overlapped(
+    state: _Run,
+    layout: Layout,
+    index: LabelIndex,
+    done: dict[int, store.ShardRecord],
+    streams: PartnerStreams,
+) -> tuple[store.SampleTable, bool]:
+    """The S2 pass while the partner ``streams`` stage (:mod:`ingest.layouts.pairing`). Should a
+    partner mismatch void it (``--on-error skip``: the sample was numbered yet is skipped), the
+    S2 pass runs again once the partners are all staged, checking each sample before numbering
+    it, as a resumed run keeping the shards journalled so far."""
+    mark = _Mark.of(state, index)
+    pairing = Pairing(streams.streams, skip=state.config.on_error == "skip")
+    table, read_to_end = _ingest_source(state, layout, index, done, pairing, streams)
+    if pairing.mismatch is not None:
+        mark.restore(state, index)
+        location = state.config.location
+        table, read_to_end = _ingest_source(state, layout, index, store.journal(location))
+        shards = -(-len(table) // state.config.shard_size)
+        left = sorted({i for i in pairing.s2_shards if i >= shards})
+        store.drop_shards(location, store.S2_ARRAYS, left)
+    mark.add_partners(state, streams)
+    return table, read_to_end
+
+
+def _paired(state: _Run, streams: PartnerStreams, pairing: Pairing) -> bool:
+    """Take in what the partner streams staged; True at a mismatch that voids the pass. Once the
+    partners are all staged and every sample so far checked, each next sample is checked before
+    it is numbered (``state.staged``), as in a serial run: a missing partner is then skipped
+    without starting again."""
+    streams.poll()
+    if pairing.check() is not None:
+        return True
+    if not state.staged and not pairing.waiting and streams.all_done:
+        state.staged = [(s.partner, s.staging, s.counts) for s in streams.streams]
+    return False
+
+
+def finish_pairing(state: _Run, streams: PartnerStreams, pairing: Pairing) -> None:
+    """After the S2 stream: wait for the partner streams (their progress on the line), checking
+    and writing the shards that become whole meanwhile."""
+    shown: list[Any] = [None, 0]
+
+    def each() -> None:
+        pairing.check()
+        stream = next((s for s in streams.streams if not s.done), None)
+        if stream is None:
+            return
+        if shown[0] is not stream:
+            state.progress.phase(stream.partner.spec.name.rsplit("/", 1)[-1], stream)
+            shown[:] = [stream, stream.items]
+        state.progress.advance(stream.items - shown[1])
+        shown[1] = stream.items
+
+    streams.wait(each)
+    pairing.finish()
+    state.staged = [(s.partner, s.staging, s.counts) for s in streams.streams]
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """What the S2 pass changes in the run and the index, as it was before: to start it again,
+    and to put the partner streams' reports where a serial run had them (before the S2 pass's).
+    The S2 pass counts its ignored members apart (``state.ignored_members`` is a fresh one)."""
+
+    skipped: int
+    sources: int
+    ignored: Counter[str]
+    without_labels: int
+    examples: dict[str, list[str]]
+    collection: dict[str, Any]
+    members: IgnoredMembers
+    rows: int
+    matched: bytes
+
+    @classmethod
+    def of(cls, state: _Run, index: LabelIndex) -> _Mark:
+        examples = {k: list(v) for k, v in state.examples.items()}
+        mark = cls(len(state.skipped), len(state.sources), Counter(state.ignored),
+                   state.source_without_labels, examples, dict(state.collection),
+                   state.ignored_members, len(index), bytes(index.matched))  # fmt: skip
+        state.ignored_members = IgnoredMembers()
+        return mark
+
+    def restore(self, state: _Run, index: LabelIndex) -> None:
+        del state.skipped[self.skipped :], state.sources[self.sources :]
+        state.ignored = Counter(self.ignored)
+        state.source_without_labels = self.without_labels
+        state.examples = {k: list(v) for k, v in self.examples.items()}
+        state.collection = dict(self.collection)
+        state.ignored_members = IgnoredMembers()
+        if len(index) > self.rows:  # labels that came with the S2 items (Zenodo v1)
+            index.rows = {k: v for k, v in index.rows.items() if v < self.rows}
+            for column in (index.masks, index.cloud, index.snow, index.times, index.selected):
+                del column[self.rows :]
+        index.matched = bytearray(self.matched)
+
+    def add_partners(self, state: _Run, streams: PartnerStreams) -> None:
+        """The streams' skipped items, sources and ignored members, before the S2 pass's."""
+        state.skipped[self.skipped : self.skipped] = [i for s in streams.streams for i in s.skipped]
+        state.sources[self.sources : self.sources] = [r for s in streams.streams for r in s.records]
+        merged = self.members
+        for part in [*(s.ignored for s in streams.streams), state.ignored_members]:
+            for reason, count in part.counts.items():
+                merged.counts[reason] = merged.counts.get(reason, 0) + count
+                names = merged.examples.setdefault(reason, [])
+                names.extend(part.examples.get(reason, [])[: EXAMPLES_IGNORED - len(names)])
+        state.ignored_members = merged

@@ -4,6 +4,8 @@ writer keeps beyond one per worker. Both writers import this module; neither imp
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
 from ..nomenclature import BAND_GROUPS
@@ -17,3 +19,12 @@ Buffers = dict[str, np.ndarray]
 
 def shapes(length: int) -> dict[str, tuple[int, ...]]:
     return {g.array_name: (length, len(g.bands), g.size, g.size) for g in BAND_GROUPS}
+
+
+class Written(Protocol):
+    """A submitted shard write (a process pool's or a dask future): done yet, and its result
+    (raising its error)."""
+
+    def done(self) -> bool: ...
+
+    def result(self, timeout: float | None = None) -> Any: ...

@@ -28,7 +28,7 @@ from distributed import Client, Future, LocalCluster, wait
 
 from ..errors import StoreError, UsageError
 from . import zarrstore as store
-from .buffers import SPARE_BUFFERS, Buffers, shapes
+from .buffers import SPARE_BUFFERS, Buffers, Written, shapes
 from .location import StoreLocation
 from .staging import Staged
 
@@ -110,8 +110,14 @@ class DaskWriter:
         return {name: np.empty(shape, np.uint16) for name, shape in self._shapes.items()}
 
     def submit(
-        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
-    ) -> None:
+        self,
+        buffers: Buffers,
+        start: int,
+        record: store.ShardRecord,
+        staged: Staged,
+        *,
+        journal: bool = True,
+    ) -> Written:
         count = len(record.patch_ids)
         bands = {name: array[:count] for name, array in buffers.items()}
         # The workers may not see this machine's staging files: the chunks travel as bytes.
@@ -125,11 +131,33 @@ class DaskWriter:
                 bands,
                 record,
                 carried,
+                journal=journal,
                 key=f"{TASK_PREFIX}{record.index:07d}-{self._run}",
                 retries=RETRIES,
                 pure=False,
             )
         self._pending.append(future)
+        written: Written = future
+        return written
+
+    def submit_partners(self, start: int, record: store.ShardRecord, staged: Staged) -> Written:
+        """The partner arrays' shard and the journal entry, as a task of its own (its chunks
+        carried as bytes, like :meth:`submit`'s)."""
+        carried = {name: chunks.loaded() for name, chunks in staged.items()}
+        future: Future = self._client.submit(
+            store.write_shard,
+            self._location,
+            start,
+            {},
+            record,
+            carried,
+            key=f"{TASK_PREFIX}{record.index:07d}-partners-{self._run}",
+            retries=RETRIES,
+            pure=False,
+        )
+        self._pending.append(future)
+        written: Written = future
+        return written
 
     def close(self) -> None:
         try:

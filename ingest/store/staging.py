@@ -4,12 +4,15 @@ in memory.
 
 The partner archives arrive in their own order (S1 names sort differently from S2 ids; the real v1
 archives guarantee no order at all), yet ``bands_s1[i]`` must be the partner of ``bands_10m[i]``
-and be written in whole shards. So each partner archive is read *before* the S2 archive: every
-patch is decoded, checked and encoded at once with the store's own inner-chunk codec (the bytes
-zarr would write for that chunk), appended to one local file, and indexed by its S2 patch id. When
-the S2 pass then writes a shard, the writer gathers that shard's partner chunks from the file by
-byte range and writes them, prefixed to nothing and followed by the shard index, as the partner
-array's shard: no second decode, no recompression (:func:`ingest.store.shards.assemble`).
+and be written in whole shards. So each partner archive is streamed by a process of its own while
+the S2 archive streams (:mod:`ingest.layouts.partner_stream`): every patch is decoded, checked and
+encoded at once with the store's own inner-chunk codec (the bytes zarr would write for that
+chunk; S1's raw pixels, which compress badly, are left to the writers), appended to one local file,
+and indexed here by its S2 patch id. A shard's S2 arrays are written as soon as the S2 stream has
+filled them; its partner arrays once every one of its samples' partners is staged
+(:mod:`ingest.layouts.pairing`): the writer gathers that shard's partner chunks from the file by
+byte range and writes them, followed by the shard index, as the partner array's shard: no second
+decode, no recompression (:func:`ingest.store.shards.assemble`).
 
 What this costs: disk for the staged partners (115 KB per S1 patch, ≈ 2 KB per map) in
 ``--staging-dir``, else ``$INGEST_STAGING_DIR``, else beside a local store (the system's temporary
@@ -25,8 +28,6 @@ import os
 import shutil
 import tempfile
 from array import array as packed
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ..errors import InputDataError
 from .location import StoreLocation
 from .shards import ShardEncoder
 
@@ -73,6 +73,9 @@ class StagedChunks:
         return np.frombuffer(data, dtype=dtype).reshape(len(self.sizes), *shape)
 
 
+Entry = tuple[str, str, int, int, int, float, float]
+"""One staged partner: (S2 patch id, partner name, offset, size, EPSG, x_ul, y_ul)."""
+
 Staged = dict[str, StagedChunks]
 """Partner array name → its chunks for one shard."""
 
@@ -99,47 +102,36 @@ class Staging:
     """x_ul, y_ul of each partner, interleaved."""
     used: bytearray = field(default_factory=bytearray)
     _end: int = 0
-    _handle: Any = None
     _shape: tuple[int, ...] = ()
 
     @classmethod
     def create(cls, array: zarr.Array[Any], directory: Path, *, raw: bool = False) -> Staging:
+        """The index of ``array``'s staging file in ``directory``, which a partner stream's
+        process writes (:meth:`add_entries`)."""
         encoder = ShardEncoder.for_array(array)
         if encoder is None:  # pragma: no cover - the store's own arrays always have the layout
             raise ValueError(f"{array.path}: not the store's shard layout")
         path = directory / f"{array.path}.chunks"
-        staging = cls(array.path, encoder, path, raw, _shape=tuple(array.shape[1:]))
-        staging._handle = _BackgroundWriter(path)
-        return staging
+        return cls(array.path, encoder, path, raw, _shape=tuple(array.shape[1:]))
 
-    def add(
-        self, s2_id: str, name: str, pixels: np.ndarray, georef: tuple[int, float, float],
-        member: str,
-    ) -> None:  # fmt: skip
-        """Stage the partner ``name`` of S2 patch ``s2_id``; a second partner is an error."""
-        if s2_id in self.slots:
-            first = self.name_of(s2_id)
-            raise InputDataError(member, f"a second partner of {s2_id} (the first was {first})")
-        data = (
-            np.ascontiguousarray(pixels, self.encoder.dtype).tobytes()
-            if self.raw
-            else self.encoder.encode_chunk(pixels)
-        )
-        self._handle.write(data)
-        self.slots[s2_id] = len(self.names)
-        self.names.append(None if name == s2_id else name)
-        self.offsets.append(self._end)
-        self.sizes.append(len(data))
-        self.epsg.append(georef[0])
-        self.corners.extend(georef[1:])
-        self.used.append(0)
-        self._end += len(data)
+    def encode(self, pixels: np.ndarray) -> bytes:
+        """What the staging file holds of one partner: raw pixels or its encoded chunk."""
+        if self.raw:
+            return np.ascontiguousarray(pixels, self.encoder.dtype).tobytes()
+        return self.encoder.encode_chunk(pixels)
 
-    def close_file(self) -> None:
-        """All partners are staged: flush the file for the writers to read."""
-        if self._handle is not None:
-            handle, self._handle = self._handle, None
-            handle.close()
+    def add_entries(self, entries: list[Entry]) -> None:
+        """Index partners another process appended to the file (and flushed), in file order;
+        that process refused a second partner of one S2 patch already."""
+        for s2_id, name, offset, size, epsg, x_ul, y_ul in entries:
+            self.slots[s2_id] = len(self.names)
+            self.names.append(None if name == s2_id else name)
+            self.offsets.append(offset)
+            self.sizes.append(size)
+            self.epsg.append(epsg)
+            self.corners.extend((x_ul, y_ul))
+            self.used.append(0)
+            self._end = offset + size
 
     def __contains__(self, s2_id: str) -> bool:
         return s2_id in self.slots
@@ -170,34 +162,6 @@ class Staging:
         """(S2 id, partner name) of the staged partners no shard took, in staging order."""
         by_slot = {slot: s2 for s2, slot in self.slots.items()}
         return [(by_slot[i], self.names[i] or by_slot[i]) for i, u in enumerate(self.used) if not u]
-
-
-class _BackgroundWriter:
-    """Appends to a file from a thread of its own: ``write`` releases the GIL, so the reader
-    goes on decoding while the kernel copies (measured: 2.4 s of 10,000 S1 patches' staging ran
-    in ``write`` on the reader's thread). At most :data:`_PENDING` pieces wait; the first error
-    is raised by the next ``write`` or by ``close``."""
-
-    def __init__(self, path: Path) -> None:
-        self._file = path.open("wb")
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="staging")
-        self._pending: deque[Future[int]] = deque()
-
-    def write(self, data: bytes) -> None:
-        while len(self._pending) >= _PENDING or (self._pending and self._pending[0].done()):
-            self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self._file.write, data))
-
-    def close(self) -> None:
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._file.close()
-
-
-_PENDING = 64
 
 
 def staging_parent(store: StoreLocation, explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -17,7 +17,7 @@ import os
 import signal
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +32,7 @@ import numpy as np
 from ..errors import StoreError
 from ..nomenclature import BAND_GROUPS
 from . import zarrstore as store
-from .buffers import SPARE_BUFFERS, Buffers, shapes
+from .buffers import SPARE_BUFFERS, Buffers, Written, shapes
 from .location import StoreLocation
 from .staging import Staged, Staging
 
@@ -45,10 +45,22 @@ class ShardWriter(Protocol):
         ...
 
     def submit(
-        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
-    ) -> None:
+        self,
+        buffers: Buffers,
+        start: int,
+        record: store.ShardRecord,
+        staged: Staged,
+        *,
+        journal: bool = True,
+    ) -> Written:
         """Write the first ``len(record.patch_ids)`` samples of ``buffers`` at sample ``start``,
-        and the partner arrays' shards from their ``staged`` chunks."""
+        and the partner arrays' shards from their ``staged`` chunks; the journal entry last,
+        unless ``journal`` is False (the partner arrays follow with :meth:`submit_partners`)."""
+        ...
+
+    def submit_partners(self, start: int, record: store.ShardRecord, staged: Staged) -> Written:
+        """Write a shard's partner arrays from their ``staged`` chunks, then its journal entry
+        (its S2 arrays must be written already)."""
         ...
 
     def close(self) -> None: ...
@@ -69,11 +81,23 @@ class InlineWriter:
         return self._buffers
 
     def submit(
-        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
-    ) -> None:
+        self,
+        buffers: Buffers,
+        start: int,
+        record: store.ShardRecord,
+        staged: Staged,
+        *,
+        journal: bool = True,
+    ) -> Written:
         count = len(record.patch_ids)
         bands = {k: v[:count] for k, v in buffers.items()}
-        store.write_shard(self._path, start, bands, record, staged)
+        if journal:  # (the keyword only when needed: tests stand in for write_shard)
+            return _finished(store.write_shard(self._path, start, bands, record, staged))
+        return _finished(store.write_shard(self._path, start, bands, record, staged,
+                                           journal=False))  # fmt: skip
+
+    def submit_partners(self, start: int, record: store.ShardRecord, staged: Staged) -> Written:
+        return _finished(store.write_shard(self._path, start, {}, record, staged))
 
     def close(self) -> None:
         return None
@@ -100,6 +124,7 @@ class PoolWriter:
         self._free: deque[SharedMemory] = deque(self._memory)
         self._in_flight: deque[tuple[Future[int], SharedMemory]] = deque()
         self._taken: dict[int, SharedMemory] = {}
+        self._partner_parts: deque[Future[int]] = deque()
 
     def buffers(self) -> Buffers:
         if not self._free:
@@ -112,14 +137,28 @@ class PoolWriter:
         return views
 
     def submit(
-        self, buffers: Buffers, start: int, record: store.ShardRecord, staged: Staged
-    ) -> None:
+        self,
+        buffers: Buffers,
+        start: int,
+        record: store.ShardRecord,
+        staged: Staged,
+        *,
+        journal: bool = True,
+    ) -> Written:
         memory = self._taken.pop(id(buffers[BAND_GROUPS[0].array_name]))
         with held_sigint():  # a worker may be spawned here: it starts with Ctrl-C held back
-            future = self._pool.submit(
-                _write_from_shared, self._path, memory.name, self._shapes, start, record, staged
-            )
+            future = self._pool.submit(_write_from_shared, self._path, memory.name, self._shapes,
+                                       start, record, staged, journal)  # fmt: skip
         self._in_flight.append((future, memory))
+        return future
+
+    def submit_partners(self, start: int, record: store.ShardRecord, staged: Staged) -> Written:
+        with held_sigint():
+            future = self._pool.submit(_write_partners, self._path, start, record, staged)
+        self._partner_parts.append(future)
+        while self._partner_parts and self._partner_parts[0].done():
+            self._partner_parts.popleft().result()
+        return future
 
     def close(self) -> None:
         try:
@@ -127,12 +166,16 @@ class PoolWriter:
                 future, memory = self._in_flight.popleft()
                 self._free.append(memory)
                 future.result()
+            while self._partner_parts:
+                self._partner_parts.popleft().result()
         finally:
             self._shutdown()
 
     def abort(self) -> None:
         """Stop without waiting for queued batches (the store stays resumable)."""
         for future, _ in self._in_flight:
+            future.cancel()
+        for future in self._partner_parts:
             future.cancel()
         self._shutdown()
 
@@ -174,12 +217,26 @@ def _write_from_shared(
     start: int,
     record: store.ShardRecord,
     staged: Staged,
+    journal: bool = True,
 ) -> int:
     count = len(record.patch_ids)
     views = _views(_buffer(_attach(name)), shapes)
     with _WRITING:
         bands = {k: v[:count] for k, v in views.items()}
-        return store.write_shard(path, start, bands, record, staged)
+        return store.write_shard(path, start, bands, record, staged, journal=journal)
+
+
+def _write_partners(
+    path: StoreLocation, start: int, record: store.ShardRecord, staged: Staged
+) -> int:
+    with _WRITING:
+        return store.write_shard(path, start, {}, record, staged)
+
+
+def _finished(result: int) -> Written:
+    future: Future[int] = Future()
+    future.set_result(result)
+    return future
 
 
 @dataclass
@@ -201,6 +258,10 @@ class ShardCutter:
     scratch: Buffers = field(default_factory=dict)
     partners: tuple[Staging, ...] = ()
     """The staged partner arrays (S1, reference maps) written with each shard."""
+    deferred: Callable[[int, store.ShardRecord, Written], None] | None = None
+    """Set when the partners are still being staged: each shard's S2 arrays are written without
+    its journal entry, and this is told (start, record, the write), to write its partner arrays
+    and the entry later (:mod:`ingest.layouts.pairing`)."""
 
     def slot(self, sample: int) -> Buffers:
         """Where the pixels of sample number ``sample`` go."""
@@ -229,8 +290,12 @@ class ShardCutter:
     def flush(self) -> None:
         if self.patch_ids:
             record = store.ShardRecord(self.start // self.size, tuple(self.patch_ids))
-            staged = {p.array: p.chunks(record.patch_ids) for p in self.partners}
-            self.writer.submit(self.buffers, self.start, record, staged)
+            if self.deferred is not None:
+                written = self.writer.submit(self.buffers, self.start, record, {}, journal=False)
+                self.deferred(self.start, record, written)
+            else:
+                staged = {p.array: p.chunks(record.patch_ids) for p in self.partners}
+                self.writer.submit(self.buffers, self.start, record, staged)
             self.start, self.patch_ids = -1, []
 
     def check_done(self, samples: int) -> None:

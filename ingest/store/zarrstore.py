@@ -220,8 +220,11 @@ def write_shard(
     bands: dict[str, np.ndarray],
     record: ShardRecord,
     staged: Staged | None = None,
+    *,
+    journal: bool = True,
 ) -> int:
-    """Write one batch at sample ``start``, then its journal entry.
+    """Write one batch at sample ``start``, then its journal entry (unless ``journal`` is
+    False: the shard's partner arrays are written later, with the entry).
 
     ``bands`` maps per-pixel array names to blocks of k samples, each of its array's dtype and
     sample shape: ``bands_10m`` (k, 4, 120, 120) uint16 …, ``bands_s1`` (k, 2, 120, 120)
@@ -256,9 +259,21 @@ def write_shard(
             write_block(_band_array(location, name), start, chunks.block())
         else:
             write_chunks(_band_array(location, name), start, chunks.parts())
-    journal = location.open_group(path=JOURNAL, mode="r+")
-    journal.create_group(f"shard-{record.index:07d}", attributes=asdict(record), overwrite=True)
+    if journal:
+        entries = location.open_group(path=JOURNAL, mode="r+")
+        entries.create_group(f"shard-{record.index:07d}", attributes=asdict(record), overwrite=True)
     return k
+
+
+def drop_shards(store_at: Where, names: tuple[str, ...], shards: list[int]) -> None:
+    """Delete the shard objects ``shards`` of the per-pixel arrays ``names`` (written by a pass
+    that was started again and wrote fewer samples: :func:`finish` trims metadata only)."""
+    location = StoreLocation.of(store_at)
+    for name in names:
+        array = _band_array(location, name)
+        for index in shards:
+            key = array.metadata.encode_chunk_key((index, *([0] * (array.ndim - 1))))
+            sync(array.store.delete(f"{array.path}/{key}"))
 
 
 def journal(store_at: Where) -> dict[int, ShardRecord]:

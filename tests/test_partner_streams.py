@@ -1,0 +1,212 @@
+"""The partner archives stream beside the S2 archive (issue 21): whichever archive is ahead, the
+store is the same, and a run killed in the overlap resumes to it.
+
+The archives are fed through named pipes by the test, which decides when each byte is there: the
+S1 archive all staged before the S2 archive starts, only after every S2 shard is written, or
+interleaved with it. (The input is read a MiB at a time: the archives must be some MB for a gate
+to fall inside them.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zarr
+import zstandard
+
+from ingest.config import RunConfig
+from ingest.layouts.partner_stream import BATCH
+from ingest.pipeline import run
+from ingest.store import zarrstore as store
+from ingest.store.verify import check
+from ingest.testing.compare import store_differences
+from ingest.testing.releases import ReleaseSample, write_release_sample
+
+PATCHES = 80
+SHARD = 4
+S1_BYTES = 2 * 120 * 120 * 4
+"""A raw S1 patch in the staging file."""
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> ReleaseSample:
+    return write_release_sample(tmp_path_factory.mktemp("streams"), layout="reben-v2",
+                                patches=PATCHES, s1=True, reference_maps=True, seed=11)  # fmt: skip
+
+
+def config(sample: ReleaseSample, path: Path, s2: str, s1: str, **options: Any) -> RunConfig:
+    return RunConfig(store=path, source_archive=(s2,), s1_archive=(s1,), layout="reben-v2",
+                     metadata=tuple(str(p) for p in sample.metadata),
+                     reference_maps=tuple(str(p) for p in sample.reference_maps),
+                     shard_size=SHARD, **options)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reference(sample: ReleaseSample, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("reference") / "ref.zarr"
+    run(config(sample, path, str(sample.s2[0]), str(sample.s1[0]), workers=0))
+    return path
+
+
+def s2_shards_written(path: Path) -> int:
+    folder = path / "bands_10m" / "c"
+    return len(list(folder.glob("*/0/0/0"))) if folder.exists() else 0
+
+
+def staged(folder: Path) -> int:
+    files = list(folder.rglob("bands_s1.chunks"))
+    return files[0].stat().st_size // S1_BYTES if files else 0
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+@contextmanager
+def fed(
+    fifo: Path, data: bytes, *gates: tuple[float, Callable[[], bool]]
+) -> Iterator[threading.Thread]:
+    """A named pipe that gives ``data``; at each gate (a fraction of the bytes, a condition) the
+    feeding, having given that fraction, waits for the condition."""
+    os.mkfifo(fifo)
+    failures: list[BaseException] = []
+
+    def feed() -> None:
+        try:
+            with fifo.open("wb") as pipe:
+                sent = 0
+                for fraction, ready in [*gates, (1.0, lambda: True)]:
+                    end = int(len(data) * fraction)
+                    pipe.write(data[sent:end])
+                    pipe.flush()
+                    sent = max(sent, end)
+                    wait_for(ready, f"a gate of {fifo.name}")
+        except BrokenPipeError:
+            pass  # the reader was killed
+        except BaseException as error:  # reported by the test
+            failures.append(error)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    yield thread
+    thread.join(timeout=60)
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("order", ["s1_before", "s1_after", "interleaved"])
+def test_the_same_store_whichever_archive_is_ahead(
+    order: str, sample: ReleaseSample, reference: Path, tmp_path: Path
+) -> None:
+    path, folder = tmp_path / "s.zarr", tmp_path / "staging"
+    s1_data, s2_data = sample.s1[0].read_bytes(), sample.s2[0].read_bytes()
+    all_staged: Callable[[], bool] = lambda: staged(folder) >= PATCHES  # noqa: E731
+    all_written: Callable[[], bool] = lambda: s2_shards_written(path) >= PATCHES // SHARD  # noqa: E731
+    half_written: Callable[[], bool] = lambda: s2_shards_written(path) >= PATCHES // SHARD // 2  # noqa: E731
+    s1_gates = {"s1_before": (), "s1_after": ((0.0, all_written),),
+                "interleaved": ((0.75, half_written),)}[order]  # fmt: skip
+    s2_gates = {"s1_before": ((0.0, all_staged),), "s1_after": (),
+                "interleaved": ((0.0, lambda: staged(folder) >= BATCH),)}[order]  # fmt: skip
+    with fed(tmp_path / "s1.tar.zst", s1_data, *s1_gates), \
+            fed(tmp_path / "s2.tar.zst", s2_data, *s2_gates):  # fmt: skip
+        report = run(config(sample, path, str(tmp_path / "s2.tar.zst"),
+                            str(tmp_path / "s1.tar.zst"), workers=1, staging_dir=str(folder),
+                            space_check=False))  # fmt: skip
+    assert report.samples == PATCHES
+    assert check(path) == []
+    assert store_differences(reference, path) == []
+    ours = zarr.open_group(str(path), mode="r").attrs["report"]["partners"]
+    assert ours == zarr.open_group(str(reference), mode="r").attrs["report"]["partners"]
+
+
+def test_kill_in_the_overlap_then_resume(
+    sample: ReleaseSample, reference: Path, tmp_path: Path
+) -> None:
+    """SIGKILL while S1 is half staged and S2 half written, then --resume: the same store."""
+    path, folder = tmp_path / "s.zarr", tmp_path / "staging"
+    s1_fifo, s2_fifo = tmp_path / "s1.tar.zst", tmp_path / "s2.tar.zst"
+    never = threading.Event()
+    args = [sys.executable, "-m", "ingest", "run", str(path), "--layout", "reben-v2",
+            "--shard-size", str(SHARD), "--workers", "1", "--no-progress", "--no-space-check",
+            "--staging-dir", str(folder),
+            "--reference-maps", str(sample.reference_maps[0]),
+            *(a for m in sample.metadata for a in ("--metadata", str(m)))]  # fmt: skip
+    with fed(s1_fifo, sample.s1[0].read_bytes(), (0.75, never.is_set)), \
+            fed(s2_fifo, sample.s2[0].read_bytes(), (0.5, never.is_set)):  # fmt: skip
+        process = subprocess.Popen([*args, "--source-archive", str(s2_fifo), "--s1-archive",
+                                    str(s1_fifo)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_for(lambda: s2_shards_written(path) >= 2 and staged(folder) >= BATCH, "overlap")
+            assert process.poll() is None
+            assert staged(folder) < PATCHES and s2_shards_written(path) < PATCHES // SHARD
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            never.set()
+    time.sleep(1)  # an orphaned writer finishes its shard and exits
+    assert len(store.journal(path)) < PATCHES // SHARD
+    done = subprocess.run([*args, "--source-archive", str(sample.s2[0]), "--s1-archive",
+                           str(sample.s1[0]), "--resume"], capture_output=True, text=True,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert check(path) == []
+    assert store_differences(reference, path) == []
+
+
+def without_members(src: Path, dst: Path, fragments: list[str]) -> Path:
+    """The tar.zst ``src`` as a tar.gz without the members whose name contains a fragment."""
+    with src.open("rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as plain, \
+            tarfile.open(fileobj=plain, mode="r|") as tar, tarfile.open(dst, "w:gz") as out:  # fmt: skip
+        for info in tar:
+            if not any(f in info.name for f in fragments):
+                out.addfile(info, tar.extractfile(info) if info.isfile() else None)
+    return dst
+
+
+def test_s2_patches_without_partners_skipped_after_their_shards_were_written(
+    sample: ReleaseSample, tmp_path: Path
+) -> None:
+    """--on-error skip, the S1 archive (lacking 4 patches' partners) read only after every S2
+    shard was written: the S2 pass runs again and the store is that of a serial run, without the
+    shard the first pass wrote past the end."""
+    victims = [sample.patches[i] for i in (1, 9, 30, 77)]
+    s1 = without_members(sample.s1[0], tmp_path / "src.tar.gz", [sample.s1_of[v] for v in victims])
+    fifo = tmp_path / "s1.tar.gz"  # both runs read it here: the skip reasons name it
+    serial = tmp_path / "serial.zarr"  # the S1 archive staged before any S2 patch is read
+    path = tmp_path / "s.zarr"
+    settled: list[float] = []
+
+    def all_staged() -> bool:  # and a moment for the run to hear that the stream ended
+        if staged(tmp_path / "a") >= PATCHES - len(victims):
+            settled.append(time.monotonic())
+        return bool(settled) and time.monotonic() - settled[0] > 1.0
+
+    with fed(tmp_path / "s2.tar.zst", sample.s2[0].read_bytes(), (0.0, all_staged)), \
+            fed(fifo, s1.read_bytes()):  # fmt: skip
+        run(config(sample, serial, str(tmp_path / "s2.tar.zst"), str(fifo), workers=1,
+                   on_error="skip", staging_dir=str(tmp_path / "a"), space_check=False))  # fmt: skip
+    fifo.unlink()
+    with fed(fifo, s1.read_bytes(), (0.0, lambda: s2_shards_written(path) >= PATCHES // SHARD)):
+        report = run(config(sample, path, str(sample.s2[0]), str(fifo), workers=1,
+                            on_error="skip", staging_dir=str(tmp_path / "b"),
+                            space_check=False))  # fmt: skip
+    assert report.samples == PATCHES - len(victims)
+    assert sorted(s["item"] for s in report.skipped) == sorted(victims)
+    assert check(path) == []
+    assert store_differences(serial, path) == []
+    shards = {p.parts[-4] for p in (path / "bands_10m" / "c").glob("*/0/0/0")}
+    assert shards == {str(i) for i in range(-(-report.samples // SHARD))}
