@@ -3,6 +3,7 @@ even while its modules are still loading, one line on stderr and exit 130 (never
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -26,6 +27,7 @@ def entry() -> None:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the line
         sys.stderr.write("error: interrupted\n")
+        logging.getLogger("asyncio").disabled = True  # as ingest.cli.common.quiet_shutdown
         sys.exit(EXIT_INTERRUPTED)
     sys.exit(code if isinstance(code, int) else 0)
 

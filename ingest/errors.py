@@ -49,3 +49,22 @@ class StoreError(IngestError):
 
 #: Exit code of a run stopped by Ctrl-C (128 + SIGINT), leaving a resumable store.
 EXIT_INTERRUPTED = 130
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is a Ctrl-C or was raised because of one.
+
+    CPython can turn a Ctrl-C into another error: the signal handler raises ``KeyboardInterrupt``
+    inside a Python property that C code calls (``io.BufferedReader`` asking isal's threaded gzip
+    reader whether it is ``closed``), the C code drops the error indicator check, and the next
+    builtin fails with ``SystemError: ... returned a result with an exception set`` whose cause is
+    the ``KeyboardInterrupt`` (seen by CI, 2026-12-05). Such an error is an interrupt to the user.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

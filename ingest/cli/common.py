@@ -4,6 +4,7 @@ a traceback only with ``--debug``) and the options several commands take."""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from ..errors import EXIT_INTERRUPTED, IngestError
+from ..errors import EXIT_INTERRUPTED, IngestError, caused_by_interrupt
 from ..sources.download import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,7 +41,16 @@ storage_options_option = click.option(
 
 def _fail(message: str, code: int) -> None:
     click.echo(f"error: {redact(message)}", err=True)
+    if code == EXIT_INTERRUPTED:
+        quiet_shutdown()
     sys.exit(code)
+
+
+def quiet_shutdown() -> None:
+    """After a Ctrl-C, let the interpreter end without asyncio's "Task was destroyed but it is
+    pending!": zarr's event-loop thread still holds the write that was cut, and the journal, not
+    that task, is what --resume continues from."""
+    logging.getLogger("asyncio").disabled = True
 
 
 def _with_notes(message: str, error: BaseException, joint: str = "; ") -> str:
@@ -67,8 +77,8 @@ def handle_errors(func: F) -> F:
             if debug:
                 raise
             _fail(_with_notes(str(exc), exc), exc.exit_code)
-        except KeyboardInterrupt as exc:
-            if debug:
+        except (Exception, KeyboardInterrupt) as exc:  # SystemExit passes
+            if debug or not caused_by_interrupt(exc):
                 raise
             _fail(_with_notes("interrupted", exc, ": "), EXIT_INTERRUPTED)
         return None

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import zarr
 
-from ..errors import IngestError, StoreError
+from ..errors import IngestError, StoreError, caused_by_interrupt
 from ..sources.download import RetryPolicy
 from ..sources.endpoint import Endpoint
 from ..sources.inputs import InputSpec, open_input
@@ -144,6 +144,6 @@ def _remove(path: Path) -> None:
 
 def annotate(error: BaseException, note: str) -> BaseException:
     """``error`` with ``note`` added (the CLI prints an error's notes on its line)."""
-    if isinstance(error, IngestError | OSError | KeyboardInterrupt):
+    if isinstance(error, IngestError | OSError) or caused_by_interrupt(error):
         error.add_note(note)
     return error
