@@ -101,7 +101,7 @@ class ZstdStream(io.RawIOBase):
 
     Why not ``ZstdDecompressor().stream_reader``: measured here, it returns a truncated stream's
     bytes and then a clean end of file, without error. ``decompressobj`` says whether the frame
-    ended (``eof``), so a stream cut short is an error here. The thread pulls 1 MiB of compressed
+    ended (``eof``), so a stream cut short is an error here. The thread pulls 64 KiB of compressed
     input at a time and queues the output (at most :data:`_QUEUE` pieces): zstandard releases the
     GIL while it decompresses, so this overlaps the tar parsing like ``igzip_threaded`` does.
     """
