@@ -26,14 +26,16 @@ Via = Literal["archive", "items"]
 
 
 def default_workers(partners: bool = False) -> int:
-    """Writer processes: the cores this process may use, less one for the reader (at least 1);
-    one more with Sentinel-1 or reference maps, whose writers also compress the S1 patches
-    (measured on 2 cores, 10,000 reBEN patches with S1 and maps: 20.9 s with 1 writer, 17.9 s
-    with 2; S2 alone 9.5-10.2 s against 9.2 s, within the noise)."""
+    """Writer processes: one per core this process may use, and at least two with Sentinel-1 or
+    reference maps, whose writers also compress the S1 patches. Measured on 2 cores, 10,000
+    reBEN patches, alternating: S2 alone 10.1-10.5 s with 2 writers against 10.8-11.5 s with 1
+    (the reader waits on the archive's decompression at times, and the last batches are
+    compressed on both cores); with S1 and maps 2 and 3 writers within the noise (18.9-20.9 s),
+    1 writer 20.9 s against 17.9 s with 2."""
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     )
-    return max(1, cores - 1) + (1 if partners else 0)
+    return max(cores, 2 if partners else 1)
 
 
 @dataclass(frozen=True)
