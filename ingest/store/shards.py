@@ -9,13 +9,18 @@ absent chunk) followed by its CRC32C. :class:`ShardEncoder` writes exactly that 
 layout the store uses (inner chunk = one sample, bytes + blosc, index at the end, crc32c), of
 any rank and of the store's pixel dtypes (uint16 bands and reference maps, float32 S1), and
 declines any other layout or dtype, for which zarr-python writes the shard itself. The tests hold
-the output byte for byte to zarr-python's for full and partial shards of each.
+the output byte for byte to zarr-python's for full and partial shards of each. In a local store
+a shard file is written by :func:`write_flushed` (on the disk before its journal entry, and out
+of the page cache); elsewhere (object storage) by the store.
 """
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import google_crc32c
@@ -25,6 +30,7 @@ from numcodecs import Blosc
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, ShardingCodec
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
+from zarr.storage import LocalStore
 
 _ABSENT = np.iinfo(np.uint64).max
 #: The pixel dtypes the encoder writes (little-endian, as the bytes codec stores them).
@@ -121,6 +127,11 @@ def _scratch(size: int) -> memoryview:
     return memoryview(buffer)
 
 
+def _flush(descriptor: int) -> None:
+    fdatasync = getattr(os, "fdatasync", os.fsync)  # macOS has fsync only
+    fdatasync(descriptor)
+
+
 def _endian(codec: object) -> str | None:
     endian = getattr(codec, "endian", None)
     return None if endian is None else str(getattr(endian, "value", endian))
@@ -147,5 +158,39 @@ def write_chunks(array: zarr.Array[Any], start: int, parts: list[bytes]) -> None
 def _put(array: zarr.Array[Any], encoder: ShardEncoder, start: int, data: memoryview) -> None:
     key = array.metadata.encode_chunk_key((start // encoder.length, *([0] * (array.ndim - 1))))
     path = f"{array.path}/{key}" if array.path else key
+    if isinstance(array.store, LocalStore):
+        write_flushed(Path(array.store.root) / path, data)
+        return
     encoded = np.frombuffer(data, dtype=np.uint8)
     sync(array.store.set(path, default_buffer_prototype().buffer.from_array_like(encoded)))
+
+
+def write_flushed(target: Path, data: memoryview | bytes) -> None:
+    """Write ``data`` as the file ``target`` the way zarr's local store does (a temporary file
+    beside it, renamed over it), but on the disk before the rename and then dropped from the page
+    cache.
+
+    On the disk first: a shard's journal entry, written after its files, then never names data
+    still in memory only. Dropped: an ingest writes each byte once and does not read it back, so
+    its pages are free again at once for the next shard rather than filling the cache (and
+    evicting what the machine had there). Measured on this machine (a VM, where memory the kernel
+    has not used lately costs ~2.5 s per GB to touch again): ``dd`` of 2 GiB took 4.3 s of
+    system time, 0.5 s flushed and dropped every 64 MB; an S2-only ingest of 10,000 reBEN
+    patches 3.7 -> 1.8 s of system time, with S1 and maps 7.5 -> 3.1 s (18.7 -> 16.3 s wall).
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.{uuid.uuid4().hex}.partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[os.write(descriptor, view) :]
+        _flush(descriptor)
+        if hasattr(os, "posix_fadvise"):  # Linux; elsewhere the cache keeps the pages
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    except BaseException:
+        os.close(descriptor)
+        partial.unlink(missing_ok=True)
+        raise
+    os.close(descriptor)
+    os.replace(partial, target)

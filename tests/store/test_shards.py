@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
 
-from ingest.store.shards import ShardEncoder, write_block
+from ingest.store.shards import ShardEncoder, write_block, write_flushed
 from ingest.store.zarrstore import BAND_CODEC
 
 
@@ -104,3 +107,41 @@ def test_block_larger_than_a_shard_is_refused(tmp_path: Path) -> None:
     assert encoder is not None
     with pytest.raises(ValueError, match="5 samples do not fit a shard of 4"):
         encoder.encode(np.zeros((5, 2, 20, 20), np.uint16))
+
+
+def test_a_local_shard_file_is_replaced_whole_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    target = tmp_path / "c" / "0" / "0"
+    write_flushed(target, b"old shard")
+    write_flushed(target, memoryview(np.arange(1000, dtype="<u2")))
+    assert target.read_bytes() == np.arange(1000, dtype="<u2").tobytes()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["0"]  # no .partial left
+
+
+def test_a_failed_shard_write_keeps_the_old_file_and_removes_its_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk in the middle of a shard: the file under its name is the old one, whole."""
+    target = tmp_path / "shard"
+    write_flushed(target, b"old shard")
+    real_write, calls = os.write, []
+
+    def full(descriptor: int, data: Any) -> int:
+        if calls:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        calls.append(1)
+        return real_write(descriptor, bytes(data)[:3])  # a short write first
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OSError, match="No space left"):
+        write_flushed(target, b"new shard, longer")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old shard"
+    assert [p.name for p in tmp_path.iterdir()] == ["shard"]
+
+
+def test_short_writes_are_continued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data)[:7]))
+    write_flushed(tmp_path / "shard", bytes(range(256)) * 10)
+    monkeypatch.undo()
+    assert (tmp_path / "shard").read_bytes() == bytes(range(256)) * 10

@@ -41,7 +41,9 @@ def test_a_writer_process_reuses_the_memory_its_codec_frees() -> None:
     """glibc gave zstd's workspace back to the kernel after every chunk and faulted it in again
     (16 page faults per chunk here; 250,000 in a 10,000-patch run); a writer keeps it."""
     plain, kept, child = _faults("plain"), _faults("keep"), _faults("child")
-    if platform.libc_ver()[0] != "glibc":  # pragma: no cover - mallopt is glibc's; elsewhere a no-op
+    if (
+        platform.libc_ver()[0] != "glibc"
+    ):  # pragma: no cover - mallopt is glibc's; elsewhere a no-op
         assert kept <= plain and child <= plain
         return
     assert plain >= 320 * 4, plain  # the waste this guards against is still there to be seen
