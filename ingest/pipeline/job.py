@@ -1,0 +1,122 @@
+"""The main job, end to end: lock the store, read the labels, start the partner streams, stream the
+S2 archive, finish and check the store; on failure say what was left behind."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from ..archive.members import Warn
+from ..config import RunConfig, RunReport
+from ..layouts.partner_stream import PartnerStreams
+from ..layouts.tables import preload
+from ..store import zarrstore as store
+from ..store.lock import Lock, hold
+from ..store.replace import Target, annotate, plan, refuse_existing
+from ..store.space import disk_full, write_failure
+from ..store.staging import staging_directory, staging_parent
+from .overlap import ingest_overlapped
+from .report import finish_store, initial_attrs, left_behind, make_report, with_size
+from .s2_pass import ingest_source, labels_only_table
+from .start import check_space, open_layout, probe, resume_point
+from .state import NoProgress, Progress, RunState, ignore
+
+
+def run(
+    config: RunConfig,
+    *,
+    progress: Progress | None = None,
+    warn: Warn | None = None,
+    note: Warn | None = None,
+) -> RunReport:
+    """Ingest the labels and source archives into the store at ``config.store``.
+
+    ``warn`` receives warnings (items skipped, bad input), ``note`` information worth a line
+    (the dask dashboard's address, a stale lock taken over). The run holds the store's lock
+    (:mod:`ingest.store.lock`) from before its first write to its end: a second writer is refused.
+    """
+    state = RunState(config, progress or NoProgress(), warn or ignore, note or ignore)
+    with hold(config.location, note=state.note) as lock:
+        return _run_locked(state, lock)
+
+
+def _run_locked(state: RunState, lock: Lock) -> RunReport:
+    config = state.config
+    preload()  # the official tables (~3 s), read while the labels stream in
+    final = config.location
+    if config.resume:
+        done = resume_point(state)
+    else:
+        refuse_existing(final, overwrite=config.overwrite)
+        done = {}
+    target: Target | None = None
+    staging: list[Path] = []
+    staging_at = staging_parent(final, config.staging_dir)
+    try:
+        layout = open_layout(config, state.warn)
+        state.layout = layout
+        index = layout.read_labels(state)
+        partners = layout.partners()
+        capacity = layout.capacity(index)
+        if config.space_check and not config.resume:
+            check_space(config, partners, capacity, staging_at)
+        target = plan(final, overwrite=config.overwrite and not config.resume,
+                      before_delete=lambda: probe(config))  # fmt: skip
+        if target.replacing:
+            config = state.config = replace(config, store=target.writing)
+        location = target.writing
+        if not config.resume:
+            state.store_created = True
+            store.create(
+                location,
+                capacity=capacity,
+                shard=config.shard_size,
+                dataset=layout.dataset,
+                layout=layout.name,
+                labels_only=config.labels_only,
+                s1=any(p.array == "bands_s1" for p in partners),
+                reference_maps=any(p.array == "reference_map" for p in partners),
+                attrs=initial_attrs(state),
+            )
+        if config.labels_only:
+            table, read_to_end = labels_only_table(state, layout, index, capacity)
+        else:
+            directory = staging_directory(str(final), staging_at)
+            staging.append(directory)
+            streams = PartnerStreams(state.warn)
+            try:
+                for partner in partners:  # each in a process of its own, while S2 streams
+                    streams.start(partner, index, location, directory, endpoint=config.endpoint,
+                                  policy=config.retry, skip=config.on_error == "skip")  # fmt: skip
+                if streams.streams:
+                    table, read_to_end = ingest_overlapped(state, layout, index, done, streams)
+                else:
+                    table, read_to_end = ingest_source(state, layout, index, done)
+            except OSError as error:  # told while the staging files are still there to count
+                full = disk_full(error, location, directory)
+                if full is None:
+                    raise
+                raise full from error
+            finally:
+                streams.close()
+                shutil.rmtree(directory, ignore_errors=True)
+        state.progress.done()
+        report = make_report(state, layout, index, table, read_to_end, final)
+        finish_store(state, layout, index, table, report, location)
+        lock.check()
+        store.mark_complete(location)
+        target.commit()
+    except BaseException as error:
+        if target is not None:
+            target.discard()
+        writing = target.writing if target is not None else final
+        folder = staging[0] if staging else staging_at
+        told = write_failure(error, writing, folder) if isinstance(error, OSError) else None
+        left = left_behind(state, target)
+        if left:
+            annotate(told or error, left)
+        if told is not None:
+            raise told from error
+        raise
+    return with_size(report, state)

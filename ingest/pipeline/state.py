@@ -1,0 +1,91 @@
+"""A run's state: its options, where progress and warnings go, and what it has seen so far."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ..archive.members import IgnoredMembers, Warn
+from ..config import RunConfig
+from ..errors import InputDataError
+from ..layouts.base import Layout
+from ..layouts.feeds import Meter
+from ..layouts.partners import Partner
+from ..layouts.stage import PartnerCounts
+from ..store.staging import Staging
+
+EXAMPLES = 5
+
+
+class Progress(Protocol):
+    """Receives progress: a phase per archive, then one ``advance`` per item read."""
+
+    def phase(self, name: str, meter: Meter) -> None: ...
+
+    def advance(self, items: int = 1) -> None: ...
+
+    def done(self) -> None: ...
+
+
+class NoProgress:
+    def phase(self, name: str, meter: Meter) -> None:
+        return None
+
+    def advance(self, items: int = 1) -> None:
+        return None
+
+    def done(self) -> None:
+        return None
+
+
+def ignore(message: str) -> None:
+    return None
+
+
+@dataclass
+class RunState:
+    """Mutable state of one run."""
+
+    config: RunConfig
+    progress: Progress
+    warn: Warn
+    note: Warn
+    started: float = field(default_factory=time.monotonic)
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    collection: dict[str, Any] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    ignored: Counter[str] = field(default_factory=Counter)
+    ignored_members: IgnoredMembers = field(default_factory=IgnoredMembers)
+    source_without_labels: int = 0
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    layout: Layout | None = None
+    staged: list[tuple[Partner, Staging, PartnerCounts]] = field(default_factory=list)
+    store_created: bool = False
+
+    def fail_or_skip(self, error: InputDataError, item: str) -> None:
+        if self.config.on_error == "fail":
+            raise error
+        self.skipped.append({"item": item, "reason": str(error)})
+        self.warn(f"skipped {item}: {error}")
+
+    def example(self, kind: str, name: str) -> None:
+        names = self.examples.setdefault(kind, [])
+        if len(names) < EXAMPLES:
+            names.append(name)
+
+    # The layouts' Sink: progress, sources, collection documents.
+    def phase(self, name: str, meter: Meter) -> None:
+        self.progress.phase(name, meter)
+
+    def advance(self, items: int = 1) -> None:
+        self.progress.advance(items)
+
+    def add_sources(self, records: list[dict[str, Any]]) -> None:
+        self.sources.extend(records)
+
+    def add_collection(self, role: str, document: dict[str, Any]) -> None:
+        self.collection.setdefault(role, document)
