@@ -53,6 +53,8 @@ class Metadata:
     strings: dict[str, pa.ChunkedArray]
     """``split``, ``country``, ``s2v1_name``, ``s1_name``."""
     files: tuple[str, ...]
+    id_list: list[str]
+    """``patch_ids`` as Python strings (what the label index keys on)."""
 
     def __len__(self) -> int:
         return len(self.patch_ids)
@@ -101,7 +103,8 @@ def read_metadata(
             for column in STRING_COLUMNS:
                 strings[column].append(batch.column(column))
     patch_ids = pa.chunked_array(ids, type=pa.string())
-    _check_unique(patch_ids, labels)
+    id_list: list[str] = patch_ids.to_pylist()
+    _check_unique(id_list, labels)
     # Decoding the row groups leaves ~150 MB free in Arrow's allocator, which keeps it: give it back
     # (the process's peak memory is what the run is held to).
     pa.default_memory_pool().release_unused()
@@ -112,6 +115,7 @@ def read_metadata(
         cloud_and_shadow=np.concatenate(cloud).astype(bool) if cloud else np.zeros(0, bool),
         strings={k: pa.chunked_array(v, type=pa.string()) for k, v in strings.items()},
         files=tuple(labels),
+        id_list=id_list,
     )
 
 
@@ -135,8 +139,10 @@ def _batches(path: str | Path | BinaryIO, name: str) -> Iterator[pa.RecordBatch]
             raise InputDataError(name, f"metadata column {column!r} has type {got}")
     rows = 0
     try:
+        # Arrow's threads decode the columns side by side: the labels are the run's serial
+        # start, and 0.8-1.0 s -> 0.5-0.6 s on 2 cores (the official files, 549,488 rows)
         for batch in handle.iter_batches(batch_size=65536, columns=list(COLUMNS),
-                                         use_threads=False):  # fmt: skip
+                                         use_threads=True):  # fmt: skip
             rows += batch.num_rows
             yield batch
     except (pa.ArrowException, OSError) as exc:  # any of Arrow's errors, for damaged pages
@@ -231,11 +237,16 @@ def _check_splits(batch: pa.RecordBatch, name: str) -> None:
         raise InputDataError(name, f"unknown split {value!r} (expected train, validation or test)")
 
 
-def _check_unique(patch_ids: pa.ChunkedArray, paths: Sequence[str]) -> None:
-    if pc.count_distinct(patch_ids).as_py() == len(patch_ids):
+def _check_unique(patch_ids: list[str], paths: Sequence[str]) -> None:
+    """No patch twice. A set of the Python strings, which the label index needs anyway: Arrow's
+    ``count_distinct`` over the batches took 0.44 s of a run's start (0.12 s this way)."""
+    if len(set(patch_ids)) == len(patch_ids):
         return
-    counts = pc.value_counts(patch_ids)
-    twice = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+    seen: set[str] = set()
+    for twice in patch_ids:
+        if twice in seen:
+            break
+        seen.add(twice)
     where = ", ".join(str(p) for p in paths)
     raise InputDataError(where, f"patch {twice} has two metadata rows")
 

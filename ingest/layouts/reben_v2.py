@@ -118,7 +118,7 @@ class RebenV2:
         if self.unlabelled_hint is not None:
             self.inputs.warn(f"--metadata: {self.unlabelled_hint}")
         index = LabelIndex(CLASSES_19, self.inputs.selection)
-        patches: list[str] = metadata.patch_ids.to_pylist()
+        patches = metadata.id_list
         times = patch_times(metadata.patch_ids)
         index.extend(
             patches,
