@@ -56,7 +56,9 @@ def reader_rate(archives: SampleArchives, out: Path) -> float:
     config = RunConfig(store=path, labels_archive=str(archives.labels),
                        source_archive=str(archives.source), workers=0)  # fmt: skip
     original = s2_pass.make_writer  # looked up there by the S2 pass
-    s2_pass.make_writer = lambda config, note: NullWriter(config.location, config.shard_size)
+    s2_pass.make_writer = lambda config, note, pool=None: NullWriter(
+        config.location, config.shard_size
+    )
     start = time.perf_counter()
     try:
         pipeline.run(config)

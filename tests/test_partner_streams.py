@@ -8,6 +8,8 @@ to fall inside them.)"""
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -16,7 +18,10 @@ import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +30,12 @@ import zarr
 import zstandard
 
 from ingest.config import RunConfig
+from ingest.errors import InputDataError
+from ingest.layouts import partner_stream
 from ingest.layouts.partner_stream import BATCH
-from ingest.pipeline import run
+from ingest.layouts.reben_v2 import RebenV2
+from ingest.pipeline import job, run
+from ingest.store import writers
 from ingest.store import zarrstore as store
 from ingest.store.verify import check
 from ingest.testing.compare import store_differences
@@ -210,3 +219,67 @@ def test_s2_patches_without_partners_skipped_after_their_shards_were_written(
     assert store_differences(serial, path) == []
     shards = {p.parts[-4] for p in (path / "bands_10m" / "c").glob("*/0/0/0")}
     assert shards == {str(i) for i in range(-(-report.samples // SHARD))}
+
+
+def test_processes_start_before_the_labels_and_none_outlives_the_run(
+    sample: ReleaseSample, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The partner processes and the writers start before the labels are read (their start-up on
+    the core that would wait); the streams and shards run in those very processes; none is left
+    once the run is over, and the collector sees everything again."""
+    spawned: list[BaseProcess] = []
+    pools: list[ProcessPoolExecutor] = []
+    at_labels: list[tuple[int, int]] = []
+    spawn, start_pool, read_labels = partner_stream._spawn, job.start_pool, RebenV2.read_labels
+
+    def counted_spawn() -> tuple[BaseProcess, Any, Any]:
+        spawned.append((made := spawn())[0])
+        return made
+
+    def counted_pool(workers: int) -> ProcessPoolExecutor:
+        pools.append(start_pool(workers))
+        return pools[-1]
+
+    def timed_labels(self: RebenV2, sink: Any) -> Any:
+        at_labels.append((len(spawned), len(pools)))
+        return read_labels(self, sink)
+
+    monkeypatch.setattr(partner_stream, "_spawn", counted_spawn)
+    monkeypatch.setattr(job, "start_pool", counted_pool)
+    monkeypatch.setattr(RebenV2, "read_labels", timed_labels)
+    made: list[int] = []
+    new_pool = writers._new_pool
+    monkeypatch.setattr(writers, "_new_pool", lambda n: made.append(n) or new_pool(n))
+    before = set(multiprocessing.active_children())
+    path = tmp_path / "s.zarr"
+    run(config(sample, path, str(sample.s2[0]), str(sample.s1[0]), workers=2))
+    assert at_labels == [(2, 1)]  # S1, maps and the writers' pool, all before the labels
+    assert len(spawned) == 2 and made == [2]  # and no process or pool started after them
+    assert [p.exitcode for p in spawned] == [0, 0]  # each streamed its archive to the end
+    assert set(multiprocessing.active_children()) <= before
+    assert gc.get_freeze_count() == 0
+    assert store_differences(reference, path) == []
+
+
+def test_a_run_failing_at_its_labels_stops_the_processes_it_started(
+    sample: ReleaseSample, tmp_path: Path
+) -> None:
+    bad = tmp_path / "metadata.parquet"
+    bad.write_bytes(b"PAR1 not a parquet file")
+    before = set(multiprocessing.active_children())
+    options = replace(config(sample, tmp_path / "s.zarr", str(sample.s2[0]), str(sample.s1[0]),
+                             workers=2), metadata=(str(bad),))  # fmt: skip
+    with pytest.raises(InputDataError, match="not a parquet file"):
+        run(options)
+    assert set(multiprocessing.active_children()) <= before
+    assert gc.get_freeze_count() == 0
+
+
+def test_unused_processes_end_with_the_streams() -> None:
+    streams = partner_stream.PartnerStreams(lambda message: None)
+    streams.prepare(2)
+    processes = [process for process, _, _ in streams._spare]
+    assert all(p.is_alive() for p in processes)
+    streams.close()
+    assert not any(p.is_alive() for p in processes)
+    streams.close()  # a second time: nothing left to do

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,15 @@ class PartnerStreams:
         self._warn = warn
         self._messages: queue.SimpleQueue[tuple[int, tuple[Any, ...]]] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
+        self._spare: list[tuple[BaseProcess, Connection, Connection]] = []
+
+    def prepare(self, count: int) -> None:
+        """Start ``count`` partner processes now, before their jobs are known: a process's own
+        start (a Python interpreter importing the package, ~0.6 s of CPU) then overlaps the run's
+        reading of the labels, on a core that would wait. (Started with its job after the
+        labels, the run waited 0.76 s in ``Process.start`` for the S1 process to take its job.)
+        Processes no :meth:`start` takes end with :meth:`close`."""
+        self._spare.extend(_spawn() for _ in range(count))
 
     def start(
         self,
@@ -103,19 +113,18 @@ class PartnerStreams:
         policy: RetryPolicy,
         skip: bool,
     ) -> PartnerStream:
-        """Start streaming ``partner``'s archive into ``directory``."""
+        """Start streaming ``partner``'s archive into ``directory``: in a process started by
+        :meth:`prepare`, else in a new one. The job (with reBEN's S1 names, tens of MB pickled)
+        is sent by a thread: the process may still be starting, and the run goes on meanwhile."""
         raw = partner.dtype == "float32"
         staging = Staging.create(store.pixel_array(location, partner.array), directory, raw=raw)
         job = StageJob(partner, location, staging.path, raw, unselected(index), endpoint, policy,
                        skip)  # fmt: skip
-        receive, send = multiprocessing.Pipe(duplex=False)
-        # spawn, not fork: the run already has threads (zarr's event loop)
-        context = multiprocessing.get_context("spawn")
-        process = context.Process(target=_main, args=(job, send), name=f"stage-{partner.role}",
-                                  daemon=True)  # fmt: skip
-        with held_sigint():
-            process.start()
-        send.close()
+        process, jobs, receive = self._spare.pop(0) if self._spare else _spawn()
+        sender = threading.Thread(target=_send_job, args=(jobs, job), daemon=True,
+                                  name=f"send-{partner.role}")  # fmt: skip
+        sender.start()
+        self._threads.append(sender)
         stream = PartnerStream(partner, staging, process)
         number = len(self.streams)
         self.streams.append(stream)
@@ -156,11 +165,16 @@ class PartnerStreams:
                         raise _ended(stream)
 
     def close(self) -> None:
-        """Stop the processes (at once if still running) and the receiving threads."""
-        for stream in self.streams:
-            if stream.process.is_alive():
-                stream.process.terminate()
-            stream.process.join()
+        """Stop the processes (at once if still running, unused ones too) and the threads; a
+        second call does nothing more."""
+        spare, self._spare = self._spare, []
+        for process in [s.process for s in self.streams] + [p for p, _, _ in spare]:
+            if process.is_alive():
+                process.terminate()
+            process.join()
+        for _, jobs, receive in spare:
+            jobs.close()
+            receive.close()
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -201,6 +215,27 @@ def unselected(index: LabelIndex) -> frozenset[str]:
     if index.selected_count == len(index):
         return frozenset()
     return frozenset(name for name, row in index.rows.items() if not index.selected[row])
+
+
+def _spawn() -> tuple[BaseProcess, Connection, Connection]:
+    """A partner process waiting for its job: the process, the job's pipe, the messages' pipe."""
+    jobs_out, jobs_in = multiprocessing.Pipe(duplex=False)
+    receive, send = multiprocessing.Pipe(duplex=False)
+    # spawn, not fork: the run already has threads (zarr's event loop)
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=_main, args=(jobs_out, send), name="stage", daemon=True)
+    with held_sigint():
+        process.start()
+    jobs_out.close()
+    send.close()
+    return process, jobs_in, receive
+
+
+def _send_job(jobs: Connection, job: StageJob) -> None:
+    """Hand ``job`` to its process; a process already gone is reported by its messages' pipe."""
+    with suppress(OSError):
+        jobs.send(job)
+    jobs.close()
 
 
 def _receive(
@@ -245,10 +280,16 @@ def _rebuilt(parts: tuple[Any, ...]) -> BaseException:
     return RuntimeError(f"staging a partner archive failed: {parts[1]}")
 
 
-def _main(job: StageJob, connection: Connection) -> None:
-    """The partner process."""
+def _main(jobs: Connection, connection: Connection) -> None:
+    """The partner process: waits for its job, then streams."""
     init_child()  # the run stops it, and it ends with the run
     try:
+        try:
+            job: StageJob = jobs.recv()
+        except EOFError:  # the run ended before it had a job for this process
+            return
+        finally:
+            jobs.close()
         _stream(job, connection)
     except BaseException as error:  # every error goes to the run
         with suppress(OSError):  # unless the run is gone

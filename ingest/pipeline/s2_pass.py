@@ -4,6 +4,7 @@ writers' batch buffers and hand whole shards to them (with ``--labels-only``, jo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -23,8 +24,11 @@ from ..store.writers import InlineWriter, PoolWriter, ShardCutter, ShardWriter
 from .state import RunState
 
 
-def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
-    """The writer ``config`` asks for: a dask cluster's tasks, worker processes, or inline."""
+def make_writer(
+    config: RunConfig, note: Callable[[str], None], pool: ProcessPoolExecutor | None = None
+) -> ShardWriter:
+    """The writer ``config`` asks for: a dask cluster's tasks, worker processes (``pool``, when
+    started ahead: :func:`~ingest.store.writers.start_pool`), or inline."""
     location, length = config.location, config.shard_size
     if config.cluster is not None:
         from ..store.cluster import make_dask_writer  # dask.distributed only when asked for
@@ -32,7 +36,7 @@ def make_writer(config: RunConfig, note: Callable[[str], None]) -> ShardWriter:
         return make_dask_writer(config.cluster, location, length, note)
     if config.workers <= 0:
         return InlineWriter(location, length)
-    return PoolWriter(location, length, config.workers)
+    return PoolWriter(location, length, config.workers, pool)
 
 
 def ingest_source(
@@ -54,7 +58,7 @@ def ingest_source(
     rows: list[int] = []
     geo: list[tuple[int, float, float]] = []
     read_to_end = True
-    writer = make_writer(config, state.note)
+    writer = make_writer(config, state.note, state.take_pool())
     items: Iterator[Any] | None = None
     try:
         cutter = ShardCutter(writer, config.shard_size, done, config.location,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -65,6 +66,13 @@ class RunState:
     layout: Layout | None = None
     staged: list[tuple[Partner, Staging, PartnerCounts]] = field(default_factory=list)
     store_created: bool = False
+    pool: ProcessPoolExecutor | None = None
+    """The shard writers' processes, started ahead (:func:`~ingest.store.writers.start_pool`):
+    the first S2 pass takes them, and the run shuts them down if none does."""
+
+    def take_pool(self) -> ProcessPoolExecutor | None:
+        pool, self.pool = self.pool, None
+        return pool
 
     def fail_or_skip(self, error: InputDataError, item: str) -> None:
         if self.config.on_error == "fail":

@@ -35,13 +35,16 @@ ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 _SKIPPABLE_LOW: Final = 0x184D2A50
 TAR_MAGIC_OFFSET: Final = 257  # "ustar" sits at byte 257 of the first tar header
 _CHUNK: Final = 1 << 20
-#: Compressed bytes read and decompressed at a time. Small enough that the input and output pieces
-#: (~96 KiB) come from malloc's heap, reused, not fresh mmap'd memory: with 1 MiB pieces each was
-#: mapped and unmapped again, 359,000 page faults for 1.2 GB of S2 archive, 0.5 s of zstd's 3 s
-#: and a fifth of a run's system time (measured, 10,000 reBEN patches).
-_INPUT: Final = 1 << 16
-#: Decompressed pieces waiting for the reader: bounds the memory of a fast decompressor.
-_QUEUE: Final = 64
+#: Compressed bytes read and decompressed at a time, in pieces of ~1.5 MiB out. Each piece is a
+#: few hand-overs between this thread and the reader (the queue's lock, the GIL back after every
+#: read, hash and decompress): with 64 KiB pieces the reader waited on them, 1 MiB took 0.5 s
+#: off an S2-only run of 10,000 reBEN patches (11.0 -> 10.5 s, 3 rounds alternating). Pieces this
+#: large come from malloc's heap, reused, only in a process that keeps freed memory
+#: (:func:`ingest.store.writers.keep_freed_memory`, which the run sets): otherwise each is mapped
+#: and unmapped again, a page fault per 4 KiB (measured 359,000 for the 1.2 GB S2 archive).
+_INPUT: Final = 1 << 20
+#: Decompressed pieces waiting for the reader: bounds the memory of a fast decompressor (~24 MiB).
+_QUEUE: Final = 16
 _ENDS_EARLY: Final = "archive is truncated or corrupt: zstd frame ends early"
 
 
@@ -101,7 +104,7 @@ class ZstdStream(io.RawIOBase):
 
     Why not ``ZstdDecompressor().stream_reader``: measured here, it returns a truncated stream's
     bytes and then a clean end of file, without error. ``decompressobj`` says whether the frame
-    ended (``eof``), so a stream cut short is an error here. The thread pulls 64 KiB of compressed
+    ended (``eof``), so a stream cut short is an error here. The thread pulls 1 MiB of compressed
     input at a time and queues the output (at most :data:`_QUEUE` pieces): zstandard releases the
     GIL while it decompresses, so this overlaps the tar parsing like ``igzip_threaded`` does.
     """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,28 @@ def test_console_script_runs_as_a_process(real_sample: SampleArchives, tmp_path:
     )  # fmt: skip
     assert done.returncode == 1
     assert "Traceback" in done.stderr and "StoreError" in done.stderr
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "1"), ("3", "3")])
+def test_openblas_threads_default_to_one_for_the_command_and_its_processes(
+    given: str | None, seen: str
+) -> None:
+    """numpy's OpenBLAS threads spin in every process of a run that never uses them: the command
+    sets one thread before numpy loads (a value the user set is kept), and what it spawns sees
+    that."""
+    code = (
+        "import sys, multiprocessing as mp, ingest.__main__ as m\n"
+        "sys.argv = ['ingest', '--version']\n"
+        "try:\n    m.entry()\nexcept SystemExit:\n    pass\n"
+        "import numpy, os\n"
+        "ctx = mp.get_context('spawn')\n"
+        "with ctx.Pool(1) as pool:\n"
+        "    child = pool.apply(os.getenv, ('OPENBLAS_NUM_THREADS',))\n"
+        "print(os.environ.get('OPENBLAS_NUM_THREADS'), child)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True)  # fmt: skip
+    assert done.stdout.split()[-2:] == [seen, seen]
