@@ -24,8 +24,8 @@ import math
 import struct
 import sys
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,7 @@ _BIGTIFF = (b"II+\0", b"MM\0+")
 _TILE_TAGS = (322, 323, 324, 325)
 _WHOLE_IMAGE = 2**32 - 1  # the RowsPerStrip default
 _GEO_TAGS = (33550, 33922, 34735)  # ModelPixelScale, ModelTiepoint, GeoKeyDirectory
+_TIEPOINT = 33922
 # Compression, SamplesPerPixel, BitsPerSample, SampleFormat, PlanarConfiguration: the values the
 # fast path needs, and what an absent tag means (BitsPerSample's default, 1, is never right).
 _LAYOUT_TAGS = (259, 277, 258, 339, 284)
@@ -144,9 +145,12 @@ def decode_geotiff(
                         seen is not None
                         and seen[1].kind == kind
                         and (shape is None or seen[1].shape == shape)
-                        and buf.startswith(seen[0])
                     ):
-                        return _raster(buf, seen[1])
+                        if buf.startswith(seen[0]):
+                            return _raster(buf, seen[1])
+                        moved = _moved(buf, *seen)
+                        if moved is not None:
+                            return _raster(buf, moved)
                 try:
                     return _decode_fast(buf, _CLASSIC[magic], name, kind, shape)
                 except _NotFast:
@@ -220,8 +224,9 @@ def _decode_fast(
     geo = [_values(buf, bo, tags.get(tag), name) for tag in _GEO_TAGS]
     epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
     if first is not None and isinstance(buf, bytes):
-        parsed = _Parsed(bo, kind, (height, width), first, epsg, x_ul, y_ul, pixel_size)
-        _remember(buf, bo, end, tags.values(), parsed)
+        parsed = _Parsed(bo, kind, (height, width), first, epsg, x_ul, y_ul, pixel_size,
+                         _is_point(geo[2]))  # fmt: skip
+        _remember(buf, bo, (ifd, end + 4), tags, parsed)
     return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
 
 
@@ -239,6 +244,28 @@ class _Parsed:
     x_ul: float
     y_ul: float
     pixel_size: tuple[float, float]
+    point: bool
+    """PixelIsPoint: the tiepoint is a pixel's centre."""
+    tiepoint: tuple[int, str] | None = None
+    """Where the ModelTiepoint values are (byte offset, struct format) when no other part of
+    the parse overlaps them: a file that differs from this one only there is this one moved."""
+
+
+def _moved(buf: bytes, head: bytes, parsed: _Parsed) -> _Parsed | None:
+    """``parsed`` for ``buf``, a file of the same size whose header bytes equal ``head`` but for
+    the tiepoint's values (the next patch's band of the same size: 3 of a patch's 12 bands),
+    else None. The parse is a function of those bytes and the size: only the upper-left corner
+    changes, computed as :func:`_georeference` does. Kept for the other bands of its patch."""
+    if parsed.tiepoint is None:
+        return None
+    at, fmt = parsed.tiepoint
+    after = at + struct.calcsize(fmt)
+    if buf[:at] != head[:at] or buf[after : len(head)] != head[after:]:
+        return None
+    x_ul, y_ul = _upper_left(struct.unpack_from(fmt, buf, at), parsed.pixel_size, parsed.point)
+    moved = replace(parsed, x_ul=x_ul, y_ul=y_ul)
+    _RECENT[len(buf)] = (buf[: len(head)], moved)
+    return moved
 
 
 def _raster(buf: bytes, parsed: _Parsed) -> Raster:
@@ -253,20 +280,38 @@ def _raster(buf: bytes, parsed: _Parsed) -> Raster:
 
 
 def _remember(
-    buf: bytes, bo: str, ifd_end: int, entries: Iterable[_Entry], parsed: _Parsed
+    buf: bytes, bo: str, ifd: tuple[int, int], tags: dict[int, _Entry], parsed: _Parsed
 ) -> None:
-    """Keep ``parsed`` with every byte the parse may have looked at: the header, the IFD and the
-    out-of-line values of all its entries (more than the parse reads; never less)."""
+    """Keep ``parsed`` with every byte the parse may have looked at: the header, the IFD
+    (``ifd``: its first byte and the end of its next-IFD offset) and the out-of-line values of
+    all its entries (more than the parse reads; never less); and where the tiepoint's values
+    are, when nothing else the parse read overlaps them."""
     size = len(buf)
-    extent = ifd_end
-    for _tag, field_type, count, raw in entries:
+    extent = ifd[1]
+    ranges = {0: (0, 8), 1: ifd}  # (first byte, end): what the tiepoint must not overlap
+    for tag, field_type, count, raw in tags.values():
         item = _TYPE_BYTES.get(field_type)
         if item is None:
             extent = size  # an entry of unknown size: compare the whole file
+            ranges[tag] = (0, size)
             break
         nbytes = count * item
         if nbytes > 4:
-            extent = max(extent, _OFFSET[bo].unpack(raw)[0] + nbytes)
+            at = _OFFSET[bo].unpack(raw)[0]
+            extent = max(extent, at + nbytes)
+            ranges[tag] = (at, at + nbytes)
+    tiepoint = _TIEPOINT
+    point = ranges.pop(tiepoint, None)
+    entry = tags.get(tiepoint)
+    if (
+        point is not None
+        and entry is not None
+        and entry[1] in _FIELDS
+        and point[1] <= min(extent, size)
+        and all(end <= point[0] or start >= point[1] for start, end in ranges.values())
+    ):
+        fmt = f"{bo}{entry[2]}{_FIELDS[entry[1]][0]}"
+        parsed = replace(parsed, tiepoint=(point[0], fmt))
     if len(_RECENT) >= _RECENT_SIZES and size not in _RECENT:
         _RECENT.clear()
     _RECENT[size] = (buf[: min(extent, size)], parsed)
@@ -518,11 +563,28 @@ def _georeference(
     if epsg in (0, _USER_DEFINED):
         raise InputDataError(name, f"GeoKeys hold a user-defined CRS ({epsg}), not an EPSG code")
     sx, sy = float(scale[0]), float(scale[1])
+    x_ul, y_ul = _upper_left(tiepoint, (sx, sy), _is_point(geokeys))
+    return epsg, x_ul, y_ul, (sx, sy)
+
+
+def _upper_left(
+    tiepoint: Sequence[int | float], pixel_size: tuple[float, float], point: bool
+) -> tuple[float, float]:
+    """The upper-left corner from a tiepoint (raster I, J, K, model X, Y, Z ...)."""
+    sx, sy = pixel_size
     i, j, _, x, y = tiepoint[:5]
     x_ul, y_ul = x - i * sx, y + j * sy
-    if _geokey(geokeys, ids, 1025) == 2:  # PixelIsPoint: the tiepoint is a pixel centre
+    if point:  # PixelIsPoint: the tiepoint is a pixel centre
         x_ul, y_ul = x_ul - sx / 2, y_ul + sy / 2
-    return epsg, float(x_ul), float(y_ul), (sx, sy)
+    return float(x_ul), float(y_ul)
+
+
+def _is_point(geokeys: Sequence[int | float] | None) -> bool:
+    """Whether GTRasterTypeGeoKey (1025) says PixelIsPoint (2)."""
+    if geokeys is None or len(geokeys) < 4:
+        return False
+    ids = geokeys[4 : 4 + 4 * int(geokeys[3]) : 4]
+    return _geokey(geokeys, ids, 1025) == 2
 
 
 def _geokey(geokeys: Sequence[int | float], ids: Sequence[int | float], key: int) -> int | None:

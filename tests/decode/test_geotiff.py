@@ -22,6 +22,7 @@ from ingest.decode import geotiff as decode
 from ingest.decode.geotiff import Raster, decode_geotiff
 from ingest.errors import InputDataError
 from ingest.testing.geotiff import Layout, encode_band
+from tests.decode.tiffs import Tiff, band
 
 B02 = "S2A_MSIL2A_20170613T101031_87_48_B02.tif"
 B01 = "S2A_MSIL2A_20170613T101031_87_48_B01.tif"
@@ -331,3 +332,42 @@ def test_a_repeated_header_decodes_as_a_fresh_parse(layout: str) -> None:
     broken[8:10] = b"\xff\xff"
     with pytest.raises(InputDataError):
         decode_geotiff(bytes(broken), "d.tif")
+
+
+def _scale_inside_tiepoint(x_ul: float) -> bytes:
+    """A file whose ModelPixelScale entry points into its ModelTiepoint values (x, y, z): two
+    tags read the same bytes, so a moved tiepoint changes the pixel size too."""
+    data = bytearray(Tiff(band(0), x_ul=x_ul).encode())
+    (count,) = struct.unpack_from("<H", data, 8)
+    entries = {struct.unpack_from("<H", data, 10 + 12 * k)[0]: 10 + 12 * k for k in range(count)}
+    (tiepoint,) = struct.unpack_from("<I", data, entries[33922] + 8)
+    struct.pack_into("<I", data, entries[33550] + 8, tiepoint + 24)
+    return bytes(data)
+
+
+def test_a_moved_tiepoint_reuses_the_parse_only_when_nothing_else_reads_its_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The next patch's band of the same size differs from the last one only in its tiepoint: its
+    parse is the last one's, moved (3 of a patch's 12 bands). Not when another tag's values share
+    those bytes (a crafted file): then it is parsed afresh."""
+    parses: list[str] = []
+    fast = decode._decode_fast
+    monkeypatch.setattr(decode, "_decode_fast", lambda buf, bo, name, *a: parses.append(name)
+                        or fast(buf, bo, name, *a))  # fmt: skip
+    decode._RECENT.clear()
+    a, b = Tiff(band(1), x_ul=500_000.0).encode(), Tiff(band(2), x_ul=501_200.0).encode()
+    assert len(a) == len(b)
+    decode_geotiff(a, "a.tif")
+    moved = decode_geotiff(b, "b.tif")
+    assert parses == ["a.tif"]
+    assert (moved.x_ul, moved.y_ul, moved.pixel_size) == (501_200.0, 5_000_000.0, (10.0, 10.0))
+    _same(moved, _fresh(b, "b.tif"))
+    parses.clear()
+    decode._RECENT.clear()
+    c, d = _scale_inside_tiepoint(500_000.0), _scale_inside_tiepoint(501_200.0)
+    assert decode_geotiff(c, "c.tif").pixel_size == (500_000.0, 5_000_000.0)
+    shared = decode_geotiff(d, "d.tif")
+    assert parses == ["c.tif", "d.tif"]
+    assert shared.pixel_size == (501_200.0, 5_000_000.0)
+    _same(shared, _fresh(d, "d.tif"))
