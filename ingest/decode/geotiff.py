@@ -10,17 +10,14 @@ Anything else (tiled, compressed, BigTIFF, other dtypes) goes through tifffile, 
 so it still decodes or fails with a clear :class:`~ingest.errors.InputDataError` naming the member.
 
 The bytes are untrusted (archives from mirrors): the image's declared size is checked against the
-caller's expected shape (else :data:`_MAX_PIXELS`) before anything is decoded; strip offsets and
-sizes must be unsigned integers inside the file; every decompression, here and on the tifffile
-path (whose own decoders are unbounded without imagecodecs), stops at the size the checked shape
-gives. No allocation is larger than the file or the image.
+caller's expected shape (else :data:`~ingest.decode.raster.MAX_PIXELS`) before anything is
+decoded; strip offsets and sizes must be unsigned integers inside the file; every decompression,
+here and on the tifffile path (:mod:`ingest.decode.tifffile_path`), stops at the size the checked
+shape gives. No allocation is larger than the file or the image.
 """
 
 from __future__ import annotations
 
-import io
-import lzma
-import math
 import struct
 import sys
 import zlib
@@ -30,27 +27,21 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import tifffile
 
 from ingest.errors import InputDataError
 
+from .raster import (
+    GEO_TAGS,
+    Raster,
+    check_shape,
+    georeference,
+    is_point,
+    one_line,
+    upper_left,
+)
+from .tifffile_path import decode_with_tifffile
+
 __all__ = ["Raster", "decode_geotiff"]
-
-
-@dataclass(frozen=True)
-class Raster:
-    """One decoded band. ``pixels`` is read-only: it may share memory with the input bytes."""
-
-    pixels: npt.NDArray[Any]
-    """2-D, of the dtype asked for (uint16 for S2 bands and reference maps, float32 for S1),
-    native byte order, C-contiguous."""
-    epsg: int
-    """From GeoKey ProjectedCSTypeGeoKey (3072), else GeographicTypeGeoKey (2048)."""
-    x_ul: float
-    """Upper-left corner of the upper-left pixel (pixel-is-area), in CRS units."""
-    y_ul: float
-    pixel_size: tuple[float, float]
-    """(x, y) from ModelPixelScale; y is positive for north-up images."""
 
 
 _Entry = tuple[int, int, int, bytes]  # tag, field type, count, value or offset (4 raw bytes)
@@ -78,7 +69,6 @@ _CLASSIC = {b"II*\0": "<", b"MM\0*": ">"}
 _BIGTIFF = (b"II+\0", b"MM\0+")
 _TILE_TAGS = (322, 323, 324, 325)
 _WHOLE_IMAGE = 2**32 - 1  # the RowsPerStrip default
-_GEO_TAGS = (33550, 33922, 34735)  # ModelPixelScale, ModelTiepoint, GeoKeyDirectory
 _TIEPOINT = 33922
 # Compression, SamplesPerPixel, BitsPerSample, SampleFormat, PlanarConfiguration: the values the
 # fast path needs, and what an absent tag means (BitsPerSample's default, 1, is never right).
@@ -95,17 +85,9 @@ _REAL_LAYOUT = {
     for kind in _KINDS
     for bo in "<>"
 }
-_USER_DEFINED = 32767
-_MAX_PIXELS = 2**24  # 1165 times the largest real band
 #: Most values read from one tag (a real GeoKeyDirectory has 32): a tag of millions of values
 #: would become a tuple of millions of Python ints.
 _MAX_VALUES = 4096
-#: Largest strip or tile tifffile may decode for an image smaller than it (a 512 × 512 tile).
-_MAX_SEGMENT_PIXELS = 512 * 512
-#: Compressions the tifffile path accepts, by the bounded inflater that checks each segment first.
-_TIFFFILE_CODECS: dict[int, str | None] = {1: None, 8: "zlib", 32946: "zlib", 50013: "zlib",
-                                           34925: "lzma", 32773: "packbits"}  # fmt: skip
-_UINT16 = np.dtype(np.uint16)
 #: The last fast-path decode of each file size: (the bytes the parse looked at, what it found).
 #: The 12 band files of a patch share all of their header but the size-dependent tags, so 9 of
 #: them repeat the header of an earlier band of the same size: a byte comparison then replaces
@@ -157,18 +139,10 @@ def decode_geotiff(
                     pass
         elif magic not in _BIGTIFF:
             raise InputDataError(name, f"not a TIFF file (starts with {magic!r})")
-        return _decode_with_tifffile(buf, name, wanted, shape)
+        return decode_with_tifffile(buf, name, wanted, shape)
     except (struct.error, IndexError, KeyError, ValueError, TypeError, OverflowError) as exc:
         # Offsets and counts that point nowhere sensible, values of unexpected types, ...
-        raise InputDataError(name, f"malformed TIFF: {_one_line(exc)}") from exc
-
-
-def _check_shape(name: str, found: tuple[int, ...], expected: tuple[int, int] | None) -> None:
-    """The declared image size, before decoding: the expected one, or at most _MAX_PIXELS."""
-    if expected is not None and found != expected:
-        raise InputDataError(name, f"shape {found}, expected {expected}")
-    if math.prod(found) > _MAX_PIXELS:
-        raise InputDataError(name, f"unsupported TIFF: shape {found} is too large")
+        raise InputDataError(name, f"malformed TIFF: {one_line(exc)}") from exc
 
 
 def _decode_fast(
@@ -207,7 +181,7 @@ def _decode_fast(
     rows = _scalar(bo, tags.get(278)) if 278 in tags else _WHOLE_IMAGE
     if not width or not height or not rows:
         raise _NotFast  # absent, of another type, or 0: tifffile decides
-    _check_shape(name, (height, width), shape)
+    check_shape(name, (height, width), shape)
     n_strips = -(-height // min(rows, height))
     offsets = _positions(buf, bo, tags.get(273), name, n_strips)
     counts = _positions(buf, bo, tags.get(279), name, n_strips)
@@ -221,11 +195,11 @@ def _decode_fast(
         pixels = _inflate_strips(buf, bo, (height, width), rows, offsets, counts, name, predictor)
     else:
         pixels, first = _read_strips(buf, bo, (height, width), rows, offsets, counts, name, kind)
-    geo = [_values(buf, bo, tags.get(tag), name) for tag in _GEO_TAGS]
-    epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
+    geo = [_values(buf, bo, tags.get(tag), name) for tag in GEO_TAGS]
+    epsg, x_ul, y_ul, pixel_size = georeference(*geo, name=name)
     if first is not None and isinstance(buf, bytes):
         parsed = _Parsed(bo, kind, (height, width), first, epsg, x_ul, y_ul, pixel_size,
-                         _is_point(geo[2]))  # fmt: skip
+                         is_point(geo[2]))  # fmt: skip
         _remember(buf, bo, (ifd, end + 4), tags, parsed)
     return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
 
@@ -255,14 +229,15 @@ def _moved(buf: bytes, head: bytes, parsed: _Parsed) -> _Parsed | None:
     """``parsed`` for ``buf``, a file of the same size whose header bytes equal ``head`` but for
     the tiepoint's values (the next patch's band of the same size: 3 of a patch's 12 bands),
     else None. The parse is a function of those bytes and the size: only the upper-left corner
-    changes, computed as :func:`_georeference` does. Kept for the other bands of its patch."""
+    changes, computed as :func:`~ingest.decode.raster.georeference` does. Kept for the other bands
+    of its patch."""
     if parsed.tiepoint is None:
         return None
     at, fmt = parsed.tiepoint
     after = at + struct.calcsize(fmt)
     if buf[:at] != head[:at] or buf[after : len(head)] != head[after:]:
         return None
-    x_ul, y_ul = _upper_left(struct.unpack_from(fmt, buf, at), parsed.pixel_size, parsed.point)
+    x_ul, y_ul = upper_left(struct.unpack_from(fmt, buf, at), parsed.pixel_size, parsed.point)
     moved = replace(parsed, x_ul=x_ul, y_ul=y_ul)
     _RECENT[len(buf)] = (buf[: len(head)], moved)
     return moved
@@ -533,171 +508,3 @@ def _check_strips(
             raise InputDataError(
                 name, f"truncated TIFF: strip {i} ends at byte {at + need} of {size}"
             )
-
-
-def _georeference(
-    scale: Sequence[int | float] | None,
-    tiepoint: Sequence[int | float] | None,
-    geokeys: Sequence[int | float] | None,
-    *,
-    name: str,
-) -> tuple[int, float, float, tuple[float, float]]:
-    """(epsg, x_ul, y_ul, (sx, sy)) from the three GeoTIFF tags, the same in both paths."""
-    if tiepoint is None or len(tiepoint) < 6:
-        raise InputDataError(name, "no GeoTIFF georeferencing (ModelTiepoint missing)")
-    if scale is None or len(scale) < 2:
-        raise InputDataError(name, "no GeoTIFF georeferencing (ModelPixelScale missing)")
-    if geokeys is None or len(geokeys) < 4:
-        raise InputDataError(name, "no GeoTIFF georeferencing (GeoKeyDirectory missing)")
-    if geokeys[0] != 1:  # KeyDirectoryVersion: 1 is the only one (GDAL and tifffile agree)
-        raise InputDataError(name, f"GeoKeyDirectory of version {geokeys[0]}, expected 1")
-    n_keys = int(geokeys[3])
-    if len(geokeys) < 4 + 4 * n_keys:
-        raise InputDataError(name, f"malformed GeoKeyDirectory: {n_keys} keys in {len(geokeys)}")
-    ids = geokeys[4 : 4 + 4 * n_keys : 4]
-    epsg = _geokey(geokeys, ids, 3072)
-    if epsg is None:
-        epsg = _geokey(geokeys, ids, 2048)
-    if epsg is None:
-        raise InputDataError(name, "no EPSG code in GeoKeys (ProjectedCSType and GeographicType)")
-    if epsg in (0, _USER_DEFINED):
-        raise InputDataError(name, f"GeoKeys hold a user-defined CRS ({epsg}), not an EPSG code")
-    sx, sy = float(scale[0]), float(scale[1])
-    x_ul, y_ul = _upper_left(tiepoint, (sx, sy), _is_point(geokeys))
-    return epsg, x_ul, y_ul, (sx, sy)
-
-
-def _upper_left(
-    tiepoint: Sequence[int | float], pixel_size: tuple[float, float], point: bool
-) -> tuple[float, float]:
-    """The upper-left corner from a tiepoint (raster I, J, K, model X, Y, Z ...)."""
-    sx, sy = pixel_size
-    i, j, _, x, y = tiepoint[:5]
-    x_ul, y_ul = x - i * sx, y + j * sy
-    if point:  # PixelIsPoint: the tiepoint is a pixel centre
-        x_ul, y_ul = x_ul - sx / 2, y_ul + sy / 2
-    return float(x_ul), float(y_ul)
-
-
-def _is_point(geokeys: Sequence[int | float] | None) -> bool:
-    """Whether GTRasterTypeGeoKey (1025) says PixelIsPoint (2)."""
-    if geokeys is None or len(geokeys) < 4:
-        return False
-    ids = geokeys[4 : 4 + 4 * int(geokeys[3]) : 4]
-    return _geokey(geokeys, ids, 1025) == 2
-
-
-def _geokey(geokeys: Sequence[int | float], ids: Sequence[int | float], key: int) -> int | None:
-    """A GeoKey's value when stored in the directory itself (all the keys used here are)."""
-    if key not in ids:
-        return None
-    at = 4 + 4 * ids.index(key)
-    return int(geokeys[at + 3]) if geokeys[at + 1] == 0 else None
-
-
-def _decode_with_tifffile(
-    buf: bytes | memoryview,
-    name: str,
-    wanted: np.dtype[Any] = _UINT16,
-    shape: tuple[int, int] | None = None,
-) -> Raster:
-    """The general path. Without imagecodecs, tifffile decodes raw, deflate, lzma and packbits;
-    every segment is checked to inflate to at most its size before tifffile decodes it."""
-    what = "TIFF"
-    try:
-        with tifffile.TiffFile(io.BytesIO(buf)) as tif:
-            page = tif.pages.first
-            what = f"TIFF (compression {getattr(page.compression, 'name', page.compression)})"
-            if page.dtype is None:
-                layout = f"{page.bitspersample}-bit samples of format {page.sampleformat}"
-                raise InputDataError(name, f"unsupported TIFF: {layout}")
-            if page.dtype != wanted:
-                raise InputDataError(name, f"dtype {page.dtype}, expected {wanted}")
-            if len(page.shape) != 2:
-                raise InputDataError(name, f"unsupported TIFF: shape {page.shape}, expected 2-D")
-            # Unlike the fast path's, these pixels are not bounded by the file's size: a few
-            # corrupt header bytes could otherwise make tifffile allocate gigabytes.
-            _check_shape(name, tuple(page.shape), shape)
-            _check_segments(buf, page, wanted.itemsize, name)
-            decoded = page.asarray(maxworkers=1)
-            geo = [_tag_values(page.tags.get(tag)) for tag in _GEO_TAGS]
-    except InputDataError:
-        raise
-    except Exception as exc:  # tifffile and its codecs raise anything from KeyError to zlib.error
-        raise InputDataError(name, f"cannot decode {what}: {_one_line(exc)}") from exc
-    epsg, x_ul, y_ul, pixel_size = _georeference(*geo, name=name)
-    pixels = np.ascontiguousarray(decoded, dtype=wanted.newbyteorder("="))
-    pixels.flags.writeable = False
-    return Raster(pixels, epsg, x_ul, y_ul, pixel_size)
-
-
-def _check_segments(
-    buf: bytes | memoryview, page: tifffile.TiffPage, itemsize: int, name: str
-) -> None:
-    """Bound what tifffile allocates and inflates for ``page``: each strip or tile at most the
-    image's size (or a 512 × 512 tile), and each compressed one inflating to at most its own
-    size (tifffile's decoders without imagecodecs inflate whatever they are given)."""
-    compression = int(page.compression)
-    if compression not in _TIFFFILE_CODECS:
-        label = getattr(page.compression, "name", compression)
-        raise InputDataError(name, f"unsupported TIFF compression {label}")
-    segment = math.prod(page.chunks)
-    if segment > max(page.size, _MAX_SEGMENT_PIXELS):
-        raise InputDataError(name, f"unsupported TIFF: segments of {page.chunks} pixels")
-    codec = _TIFFFILE_CODECS[compression]
-    if codec is None:
-        return
-    limit = segment * itemsize
-    for at, n in zip(page.dataoffsets, page.databytecounts, strict=False):
-        if _inflated_size(codec, buf[int(at) : int(at) + int(n)], limit) > limit:
-            raise InputDataError(
-                name, f"malformed TIFF: a compressed segment inflates beyond its {limit:,} bytes"
-            )
-
-
-def _inflated_size(codec: str, data: bytes | memoryview, limit: int) -> int:
-    """How many bytes ``data`` inflates to with ``codec``, counting no further than limit + 1
-    (so never holding more than that)."""
-    if codec == "packbits":
-        return _packbits_size(bytes(data), limit)
-    size = 0
-    while data and size <= limit:  # lzma.decompress, as tifffile calls it, reads every stream
-        inflater = zlib.decompressobj() if codec == "zlib" else lzma.LZMADecompressor()
-        size += len(inflater.decompress(data, limit + 1 - size))
-        if codec == "zlib" or not inflater.eof:
-            break
-        data = inflater.unused_data
-    return size
-
-
-def _packbits_size(data: bytes, limit: int) -> int:
-    """The length PackBits ``data`` decodes to (counted up to limit + 1, never decoded)."""
-    size = at = 0
-    end = len(data)
-    while at < end and size <= limit:
-        n = data[at]
-        if n < 128:
-            size += n + 1
-            at += n + 2
-        elif n > 128:
-            size += 257 - n
-            at += 2
-        else:
-            at += 1
-    return size
-
-
-def _tag_values(tag: tifffile.TiffTag | None) -> tuple[int | float, ...] | None:
-    if tag is None:
-        return None
-    value = tag.value
-    if isinstance(value, np.ndarray):
-        return tuple(value.ravel().tolist())
-    if isinstance(value, tuple | list):
-        return tuple(value)
-    return (value,)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."

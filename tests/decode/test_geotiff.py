@@ -104,13 +104,13 @@ def test_only_non_stripped_files_go_through_tifffile(
     layout: Layout, fallback: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    general = decode._decode_with_tifffile
+    general = decode.decode_with_tifffile
 
     def spy(buf: bytes | memoryview, name: str, *wanted: Any) -> Raster:
         calls.append(name)
         return general(buf, name, *wanted)
 
-    monkeypatch.setattr(decode, "_decode_with_tifffile", spy)
+    monkeypatch.setattr(decode, "decode_with_tifffile", spy)
     decode_geotiff(reencode(B02, layout), B02)
     assert calls == ([B02] if fallback else [])
 

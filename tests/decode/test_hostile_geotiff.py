@@ -117,7 +117,7 @@ def test_overlapping_strips_of_a_huge_declared_image_allocate_nothing() -> None:
     assert isinstance(caught, InputDataError), caught
     assert str(caught) == "c/p/reference_map.tif: shape (16384, 32768), expected (120, 120)"
     assert peak < 4 << 20
-    caught, peak = peak_of(lambda: decode_geotiff(data, "B01.tif"))  # no shape: _MAX_PIXELS
+    caught, peak = peak_of(lambda: decode_geotiff(data, "B01.tif"))  # no shape: MAX_PIXELS
     assert isinstance(caught, InputDataError), caught
     assert "(16384, 32768) is too large" in str(caught)
     assert peak < 4 << 20

@@ -26,7 +26,7 @@ def test_real_s1_bands_on_the_fast_path_equal_tifffile(
     path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = path.read_bytes()
-    monkeypatch.setattr(geotiff, "_decode_with_tifffile", None)  # the fast path or nothing
+    monkeypatch.setattr(geotiff, "decode_with_tifffile", None)  # the fast path or nothing
     raster = decode_geotiff(data, path.name, np.float32)
     assert raster.pixels.dtype == np.float32
     np.testing.assert_array_equal(raster.pixels, tifffile.imread(path))
@@ -35,7 +35,7 @@ def test_real_s1_bands_on_the_fast_path_equal_tifffile(
 
 
 def test_the_real_map_on_the_fast_path_equals_tifffile(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(geotiff, "_decode_with_tifffile", None)
+    monkeypatch.setattr(geotiff, "decode_with_tifffile", None)
     raster = decode_geotiff(MAP.read_bytes(), MAP.name)
     np.testing.assert_array_equal(raster.pixels, tifffile.imread(MAP))
 
