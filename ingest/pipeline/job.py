@@ -63,12 +63,12 @@ def _run_locked(state: RunState, lock: Lock) -> RunReport:
     staging_at = staging_parent(final, config.staging_dir)
     streams = PartnerStreams(state.warn)
     try:
+        layout = open_layout(config, state.warn)
+        state.layout = layout
         if not config.labels_only:  # their start-up while the labels are read (a core idles)
             streams.prepare(len(config.modality_names()))
             if config.cluster is None and config.workers > 0:
                 state.pool = start_pool(config.workers)
-        layout = open_layout(config, state.warn)
-        state.layout = layout
         index = layout.read_labels(state)
         # The label index (550,000 ids for reBEN) and the modules live as long as the run: out of
         # the collector's sight, whose full passes over them cost the S2 reader 0.2 CPU-s (perf).
