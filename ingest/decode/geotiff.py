@@ -263,27 +263,29 @@ def _remember(
     are, when nothing else the parse read overlaps them."""
     size = len(buf)
     extent = ifd[1]
-    ranges = {0: (0, 8), 1: ifd}  # (first byte, end): what the tiepoint must not overlap
+    point: tuple[int, int] | None = None  # the tiepoint's values: (first byte, end)
+    others = [(0, 8), ifd]  # what else the parse read, which the tiepoint must not overlap
     for tag, field_type, count, raw in tags.values():
         item = _TYPE_BYTES.get(field_type)
         if item is None:
             extent = size  # an entry of unknown size: compare the whole file
-            ranges[tag] = (0, size)
+            others.append((0, size))
             break
         nbytes = count * item
         if nbytes > 4:
             at = _OFFSET[bo].unpack(raw)[0]
             extent = max(extent, at + nbytes)
-            ranges[tag] = (at, at + nbytes)
-    tiepoint = _TIEPOINT
-    point = ranges.pop(tiepoint, None)
-    entry = tags.get(tiepoint)
+            if tag == _TIEPOINT:
+                point = (at, at + nbytes)
+            else:
+                others.append((at, at + nbytes))
+    entry = tags.get(_TIEPOINT)
     if (
         point is not None
         and entry is not None
         and entry[1] in _FIELDS
         and point[1] <= min(extent, size)
-        and all(end <= point[0] or start >= point[1] for start, end in ranges.values())
+        and all(end <= point[0] or start >= point[1] for start, end in others)
     ):
         fmt = f"{bo}{entry[2]}{_FIELDS[entry[1]][0]}"
         parsed = replace(parsed, tiepoint=(point[0], fmt))

@@ -22,7 +22,7 @@ from ingest.decode import geotiff as decode
 from ingest.decode.geotiff import Raster, decode_geotiff
 from ingest.errors import InputDataError
 from ingest.testing.geotiff import Layout, encode_band
-from tests.decode.tiffs import Tiff, band
+from tests.decode.tiffs import DOUBLE, Tiff, band
 
 B02 = "S2A_MSIL2A_20170613T101031_87_48_B02.tif"
 B01 = "S2A_MSIL2A_20170613T101031_87_48_B01.tif"
@@ -371,3 +371,38 @@ def test_a_moved_tiepoint_reuses_the_parse_only_when_nothing_else_reads_its_byte
     assert parses == ["c.tif", "d.tif"]
     assert shared.pixel_size == (501_200.0, 5_000_000.0)
     _same(shared, _fresh(d, "d.tif"))
+
+
+def _tiepoint_over_the_header(width: int) -> bytes:
+    """A crafted file with entries of tags 0 and 1 (no TIFF tag has those numbers) and its
+    ModelTiepoint values at byte 0: over the header and the IFD's first entries."""
+    extra = {0: (DOUBLE, [1.0, 2.0]), 1: (DOUBLE, [3.0, 4.0])}
+    data = bytearray(Tiff(band(0), extra=extra, width=width).encode())
+    (count,) = struct.unpack_from("<H", data, 8)
+    entries = {struct.unpack_from("<H", data, 10 + 12 * k)[0]: 10 + 12 * k for k in range(count)}
+    struct.pack_into("<I", data, entries[33922] + 8, 0)
+    return bytes(data)
+
+
+def _outcome(data: bytes, name: str) -> Raster | str:
+    try:
+        return decode_geotiff(data, name)
+    except InputDataError as error:
+        return error.problem
+
+
+def test_a_tiepoint_over_the_header_never_reuses_a_parse() -> None:
+    """Entries numbered like the reserved ranges must not hide the header and the IFD from the
+    overlap check: the width, in the tiepoint's bytes here, then changes the parse."""
+    decode._RECENT.clear()
+    first = _outcome(_tiepoint_over_the_header(120), "a.tif")
+    assert isinstance(first, Raster)
+    other = _tiepoint_over_the_header(60)
+    seen = _outcome(other, "b.tif")
+    decode._RECENT.clear()
+    fresh = _outcome(other, "b.tif")
+    if isinstance(fresh, Raster):
+        assert isinstance(seen, Raster)
+        _same(seen, fresh)
+    else:
+        assert seen == fresh
