@@ -6,9 +6,11 @@ a zstd archive behind a URL without extension are all recognised):
 - gzip (``1f 8b``): ISA-L's ``igzip_threaded`` (measured 1.9x the stdlib here), in a thread of its
   own that releases the GIL, so decompression and the raw reads under it (network, hashing)
   overlap the tar parsing and decoding of the calling thread;
-- zstd (``28 b5 2f fd``): the ``zstandard`` binding, also in a thread of its own (see
-  :class:`ZstdStream`); reBEN's archives are one zstd frame, but several frames (``pzstd``) and
-  skippable frames are read as the format allows;
+- zstd (``28 b5 2f fd``): Python's own zstd module (``compression.zstd``, PEP 784; its backport
+  ``backports.zstd`` before Python 3.14), also in a thread of its own (see :class:`ZstdStream`);
+  reBEN's archives are one zstd frame, but several frames (``pzstd``) and skippable frames are
+  read as the format allows. Its decompressor takes a bound on the bytes one call returns, which
+  ``zstandard``'s has not: 32 KB of zstd make 1 GiB of zeros, in one ``bytes`` (measured);
 - a plain tar (``ustar`` at byte 257).
 
 Anything else is an :class:`~ingest.errors.InputDataError` naming the archive and quoting its
@@ -24,8 +26,12 @@ import threading
 import zlib
 from typing import IO, Any, Final, Protocol
 
-import zstandard
 from isal import igzip_threaded
+
+try:  # Python 3.14+
+    from compression import zstd  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    from backports import zstd  # type: ignore[no-redef,unused-ignore]
 
 from ..errors import InputDataError
 
@@ -43,7 +49,10 @@ _CHUNK: Final = 1 << 20
 #: (:func:`ingest.store.writers.keep_freed_memory`, which the run sets): otherwise each is mapped
 #: and unmapped again, a page fault per 4 KiB (measured 359,000 for the 1.2 GB S2 archive).
 _INPUT: Final = 1 << 20
-#: Decompressed pieces waiting for the reader: bounds the memory of a fast decompressor (~24 MiB).
+#: The most bytes one decompression call returns: what a piece of hostile input (a frame of
+#: zeros, ~32,000 to 1) can make the thread hold at once; the queue holds at most ``_QUEUE``.
+_OUTPUT: Final = 2 << 20
+#: Decompressed pieces waiting for the reader: bounds the memory of a fast decompressor (<= 32 MiB).
 _QUEUE: Final = 16
 _ENDS_EARLY: Final = "archive is truncated or corrupt: zstd frame ends early"
 
@@ -64,7 +73,7 @@ def open_decompressed(raw: Readable, culprit: str) -> IO[bytes]:
     head = buffered.peek(TAR_MAGIC_OFFSET + 8)[: TAR_MAGIC_OFFSET + 8]
     if head[:2] == GZIP_MAGIC:
         return igzip_threaded.open(buffered, "rb", threads=1)  # type: ignore[no-any-return,no-untyped-call]
-    if head[:4] == ZSTD_MAGIC:
+    if head[:4] == ZSTD_MAGIC or _is_skippable(head):  # pzstd starts with a skippable frame
         return io.BufferedReader(ZstdStream(buffered, culprit), buffer_size=_CHUNK)
     if head[TAR_MAGIC_OFFSET : TAR_MAGIC_OFFSET + 5] == b"ustar":
         return buffered
@@ -80,7 +89,7 @@ def corrupt(culprit: str, exc: BaseException) -> InputDataError:
 
 
 #: What decompression libraries raise on damaged input.
-DECOMPRESSION_ERRORS: Final = (OSError, EOFError, zlib.error, zstandard.ZstdError)
+DECOMPRESSION_ERRORS: Final = (OSError, EOFError, zlib.error, zstd.ZstdError)
 
 
 class _RawAdapter(io.RawIOBase):
@@ -102,11 +111,12 @@ class _RawAdapter(io.RawIOBase):
 class ZstdStream(io.RawIOBase):
     """A zstd stream decompressed in a background thread, read as a file.
 
-    Why not ``ZstdDecompressor().stream_reader``: measured here, it returns a truncated stream's
-    bytes and then a clean end of file, without error. ``decompressobj`` says whether the frame
-    ended (``eof``), so a stream cut short is an error here. The thread pulls 1 MiB of compressed
-    input at a time and queues the output (at most :data:`_QUEUE` pieces): zstandard releases the
-    GIL while it decompresses, so this overlaps the tar parsing like ``igzip_threaded`` does.
+    Why not ``zstandard``'s ``stream_reader``: measured here, it returns a truncated stream's
+    bytes and then a clean end of file, without error. The decompressor used says whether the
+    frame ended (``eof``), so a stream cut short is an error here. The thread pulls 1 MiB of
+    compressed input at a time and queues the output in pieces of at most :data:`_OUTPUT` bytes
+    (at most :data:`_QUEUE` pieces): the decompressor releases the GIL while it works, so this
+    overlaps the tar parsing like ``igzip_threaded`` does.
     """
 
     def __init__(self, raw: IO[bytes], culprit: str) -> None:
@@ -170,8 +180,8 @@ class ZstdStream(io.RawIOBase):
 
 
 def _decompress_frames(raw: IO[bytes], culprit: str) -> Any:
-    """Yield the decompressed bytes of every frame of ``raw``; a frame cut short is an error."""
-    context = zstandard.ZstdDecompressor()
+    """Yield the decompressed bytes of every frame of ``raw``, at most :data:`_OUTPUT` at a time;
+    a frame cut short is an error."""
     pending = b""
     while True:
         chunk = pending or raw.read(_INPUT)
@@ -181,19 +191,19 @@ def _decompress_frames(raw: IO[bytes], culprit: str) -> Any:
         if _is_skippable(chunk):
             pending = _skip_frame(raw, chunk, culprit)
             continue
-        frame = context.decompressobj()
+        frame = zstd.ZstdDecompressor()
         while True:
-            out = frame.decompress(chunk)
+            out = frame.decompress(chunk, _OUTPUT)
+            chunk = b""
             if out:
                 yield out
             if frame.eof:
                 pending = frame.unused_data
                 break
-            chunk = raw.read(_INPUT)
-            if not chunk:
-                raise InputDataError(
-                    culprit, "archive is truncated or corrupt: zstd frame ends early"
-                )
+            if frame.needs_input:
+                chunk = raw.read(_INPUT)
+                if not chunk:
+                    raise InputDataError(culprit, _ENDS_EARLY)
 
 
 def _is_skippable(data: bytes) -> bool:
