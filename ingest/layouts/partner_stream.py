@@ -31,15 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from .. import errors
 from ..archive.members import EXAMPLES, BadItem, CollectionDoc, IgnoredMembers
 from ..errors import IngestError, InputDataError
+from ..processes import held_sigint, init_child, portable, rebuilt
 from ..sources.download import RetryPolicy
 from ..sources.endpoint import Endpoint
 from ..store import zarrstore as store
 from ..store.location import StoreLocation
 from ..store.staging import Entry, Staging
-from ..store.writers import held_sigint, init_child
 from .feeds import open_archive_feed
 from .labels import LabelIndex
 from .partners import Partner
@@ -199,7 +198,7 @@ class PartnerStreams:
             stream.ignored = ignored
             stream.done = True
         elif kind == "error":
-            raise _rebuilt(message[1:])
+            raise rebuilt(message[1:], "staging a partner archive")
         elif kind == "gone" and not stream.done:
             stream.process.join(timeout=5)
             raise _ended(stream)
@@ -253,33 +252,6 @@ def _receive(
         connection.close()
 
 
-def _portable(error: BaseException) -> tuple[Any, ...]:
-    """An error as plain values (the package's errors do not all pickle)."""
-    if isinstance(error, InputDataError):
-        return ("InputDataError", error.culprit, error.problem)
-    if isinstance(error, IngestError) and getattr(errors, type(error).__name__, None) is type(
-        error
-    ):
-        return (type(error).__name__, str(error))
-    if isinstance(error, OSError):
-        return ("OSError", error.errno, error.strerror or str(error), error.filename)
-    return ("", f"{type(error).__name__}: {error}")
-
-
-def _rebuilt(parts: tuple[Any, ...]) -> BaseException:
-    name = parts[0]
-    if name == "InputDataError":
-        return InputDataError(parts[1], parts[2])
-    if name == "OSError":
-        return OSError(parts[1], parts[2], parts[3]) if parts[3] else OSError(parts[1], parts[2])
-    if name:
-        cls = getattr(errors, name)
-        assert issubclass(cls, IngestError)
-        rebuilt: IngestError = cls(parts[1])
-        return rebuilt
-    return RuntimeError(f"staging a partner archive failed: {parts[1]}")
-
-
 def _main(jobs: Connection, connection: Connection) -> None:
     """The partner process: waits for its job, then streams."""
     init_child()  # the run stops it, and it ends with the run
@@ -293,7 +265,7 @@ def _main(jobs: Connection, connection: Connection) -> None:
         _stream(job, connection)
     except BaseException as error:  # every error goes to the run
         with suppress(OSError):  # unless the run is gone
-            connection.send(("error", *_portable(error)))
+            connection.send(("error", *portable(error)))
     finally:
         connection.close()
 

@@ -12,12 +12,13 @@ from ..archive.members import Warn
 from ..config import RunConfig, RunReport
 from ..layouts.partner_stream import PartnerStreams
 from ..layouts.tables import preload
+from ..processes import keep_freed_memory
 from ..store import zarrstore as store
 from ..store.lock import Lock, hold
 from ..store.replace import Target, annotate, plan, refuse_existing
 from ..store.space import disk_full, write_failure
 from ..store.staging import staging_directory, staging_parent
-from ..store.writers import keep_freed_memory, start_pool
+from ..store.writers import start_pool
 from .overlap import ingest_overlapped
 from .report import finish_store, initial_attrs, left_behind, make_report, with_size
 from .s2_pass import ingest_source, labels_only_table
@@ -38,7 +39,7 @@ def run(
     (the dask dashboard's address, a stale lock taken over). The run holds the store's lock
     (:mod:`ingest.store.lock`) from before its first write to its end: a second writer is refused.
     Its process keeps the memory it frees, as the processes it starts do
-    (:func:`~ingest.store.writers.keep_freed_memory`).
+    (:func:`~ingest.processes.keep_freed_memory`).
     """
     keep_freed_memory()
     state = RunState(config, progress or NoProgress(), warn or ignore, note or ignore)

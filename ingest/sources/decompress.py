@@ -46,7 +46,7 @@ _CHUNK: Final = 1 << 20
 #: read, hash and decompress): with 64 KiB pieces the reader waited on them, 1 MiB took 0.5 s
 #: off an S2-only run of 10,000 reBEN patches (11.0 -> 10.5 s, 3 rounds alternating). Pieces this
 #: large come from malloc's heap, reused, only in a process that keeps freed memory
-#: (:func:`ingest.store.writers.keep_freed_memory`, which the run sets): otherwise each is mapped
+#: (:func:`ingest.processes.keep_freed_memory`, which the run sets): otherwise each is mapped
 #: and unmapped again, a page fault per 4 KiB (measured 359,000 for the 1.2 GB S2 archive).
 _INPUT: Final = 1 << 20
 #: The most bytes one decompression call returns: what a piece of hostile input (a frame of

@@ -14,7 +14,7 @@ _ENCODE = textwrap.dedent(
     import resource, sys
     import numpy as np
     from numcodecs import Blosc
-    from ingest.store.writers import init_child, keep_freed_memory
+    from ingest.processes import init_child, keep_freed_memory
     if sys.argv[1] == "keep":
         keep_freed_memory()
     elif sys.argv[1] == "child":
