@@ -48,6 +48,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_ingest.py --patches $(N)
 	$(BIN)/python benchmarks/bench_v2.py --patches $(N)
 	$(BIN)/python benchmarks/bench_partners.py --patches $(N)
+	$(BIN)/python benchmarks/bench_reader.py --patches $(N)
 	$(BIN)/python benchmarks/bench_shards.py
 	$(BIN)/python benchmarks/bench_codecs.py
 	$(BIN)/python benchmarks/bench_read.py

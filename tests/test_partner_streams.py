@@ -9,6 +9,7 @@ to fall inside them.)"""
 from __future__ import annotations
 
 import gc
+import hashlib
 import multiprocessing
 import os
 import signal
@@ -35,6 +36,9 @@ from ingest.layouts import partner_stream
 from ingest.layouts.partner_stream import BATCH
 from ingest.layouts.reben_v2 import RebenV2
 from ingest.pipeline import job, run
+from ingest.pipeline import state as state_module
+from ingest.pipeline.state import RunState
+from ingest.sources.reader_process import ArchiveReader
 from ingest.store import writers
 from ingest.store import zarrstore as store
 from ingest.store.verify import check
@@ -259,6 +263,59 @@ def test_processes_start_before_the_labels_and_none_outlives_the_run(
     assert set(multiprocessing.active_children()) <= before
     assert gc.get_freeze_count() == 0
     assert store_differences(reference, path) == []
+
+
+def test_the_s2_archive_is_read_by_a_process_started_before_the_labels(
+    sample: ReleaseSample, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its reader process reads ahead while the labels are read, the S2 pass reads through that
+    very process to the end (the archive's md5 checked there), and the store is the one read in
+    the run's own process (``reference``: ``workers=0``)."""
+    ahead: list[ArchiveReader | None] = []
+    used: list[ArchiveReader | None] = []
+    read_labels, reader = RebenV2.read_labels, RunState.reader
+
+    def timed_labels(self: RebenV2, sink: RunState) -> Any:
+        ahead.append(sink.ahead)
+        return read_labels(self, sink)
+
+    def recorded(self: RunState, spec: Any) -> ArchiveReader | None:
+        used.append(reader(self, spec))
+        return used[-1]
+
+    monkeypatch.setattr(RebenV2, "read_labels", timed_labels)
+    monkeypatch.setattr(RunState, "reader", recorded)
+    before = set(multiprocessing.active_children())
+    path = tmp_path / "s.zarr"
+    report = run(config(sample, path, str(sample.s2[0]), str(sample.s1[0]), workers=2))
+    assert len(ahead) == 1 and ahead[0] is not None and used == ahead
+    data = sample.s2[0].read_bytes()
+    assert ahead[0].bytes_read == len(data)
+    assert set(multiprocessing.active_children()) <= before
+    assert store_differences(reference, path) == []
+    sources = zarr.open_group(str(path), mode="r").attrs["sources"]
+    s2 = [r for r in sources if r["role"] == "s2"]  # type: ignore[union-attr,index]
+    assert s2[0]["sha256"] == hashlib.sha256(data).hexdigest() and s2[0]["bytes"] == len(data)
+    assert report.samples == PATCHES
+
+
+@pytest.mark.parametrize("why", ["--workers 0", "no room in /dev/shm"])
+def test_the_s2_archive_read_in_the_runs_own_process(
+    why: str, sample: ReleaseSample, reference: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    made: list[ArchiveReader] = []
+    monkeypatch.setattr(state_module, "ArchiveReader", lambda *a, **k: made.append(1))  # type: ignore[arg-type]
+    if why != "--workers 0":
+        monkeypatch.setattr(state_module, "room_for_ring", lambda: False)
+    notes: list[str] = []
+    path = tmp_path / "s.zarr"
+    options = config(sample, path, str(sample.s2[0]), str(sample.s1[0]),
+                     workers=0 if why == "--workers 0" else 2)  # fmt: skip
+    run(options, note=notes.append)
+    assert made == []
+    assert store_differences(reference, path) == []
+    assert any("/dev/shm" in n for n in notes) == (why != "--workers 0"), notes
 
 
 def test_a_run_failing_at_its_labels_stops_the_processes_it_started(

@@ -182,9 +182,23 @@ def iter_archive(
     repeated member and an oversized member (never read into memory) make a :class:`BadItem`. A
     truncated or corrupt stream, and an archive without any item, are errors.
     """
-    tar, stream = open_tar_stream(raw, culprit, limits.header_bytes)
+    yield from iter_tar(open_decompressed(raw, culprit), rule, culprit=culprit, ignored=ignored,
+                        limits=limits)  # fmt: skip
+
+
+def iter_tar(
+    stream: IO[bytes],
+    rule: MemberRule,
+    *,
+    culprit: str,
+    ignored: IgnoredMembers,
+    limits: Limits = Limits(),
+) -> Iterator[ArchiveItem | BadItem | CollectionDoc]:
+    """:func:`iter_archive` of a tar stream already decompressed (by a reader process:
+    :mod:`ingest.sources.reader_process`); the stream is closed when done."""
     try:
-        yield from _items(tar, stream, rule, culprit, ignored, limits)
+        yield from _items(TarReader(stream, culprit, limits.header_bytes), stream, rule, culprit,
+                          ignored, limits)  # fmt: skip
     finally:
         stream.close()
 

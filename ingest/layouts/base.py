@@ -21,6 +21,7 @@ from ..errors import InputDataError
 from ..sources.download import RetryPolicy
 from ..sources.endpoint import Endpoint
 from ..sources.inputs import InputSpec, open_input
+from ..sources.reader_process import ArchiveReader
 from .feeds import Feed, Meter
 from .labels import LabelIndex, Selection
 from .partners import Partner
@@ -56,6 +57,11 @@ class Sink(Protocol):
     def add_sources(self, records: list[dict[str, Any]]) -> None: ...
 
     def add_collection(self, role: str, document: dict[str, Any]) -> None: ...
+
+    def reader(self, spec: InputSpec) -> ArchiveReader | None:
+        """A process reading ``spec`` for the layout's feed (perhaps started while the labels
+        were read), or None: read it in this process."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,12 @@ class Layout(Protocol):
 
     def read_labels(self, sink: Sink) -> LabelIndex:
         """The labels known before the S2 archive is read (possibly none yet)."""
+        ...
+
+    @property
+    def source_spec(self) -> InputSpec | None:
+        """The archive :meth:`source_feed` reads (None: none, MLHub's items API), which the run
+        may start reading before the labels (:meth:`Sink.reader`)."""
         ...
 
     def source_feed(self, index: LabelIndex, sink: Sink) -> AbstractContextManager[Feed]:

@@ -22,10 +22,12 @@ from ..archive.members import (
     IgnoredMembers,
     MemberRule,
     iter_archive,
+    iter_tar,
 )
 from ..sources.download import RetryPolicy
 from ..sources.endpoint import Endpoint
 from ..sources.inputs import InputSpec, InputStream, open_input
+from ..sources.reader_process import ArchiveReader
 
 FeedObject = ArchiveItem | BadItem | CollectionDoc
 
@@ -76,6 +78,27 @@ class ArchiveFeed:
         return self.stream.records()
 
 
+@dataclass
+class ReaderFeed:
+    """An archive read by a process of its own (:mod:`ingest.sources.reader_process`)."""
+
+    rule: MemberRule
+    reader: ArchiveReader
+    ignored: IgnoredMembers
+
+    @property
+    def meter(self) -> Meter:
+        return self.reader
+
+    def items(self) -> Iterator[FeedObject]:
+        # the process reads to the last byte of the last part once the tar stream ends
+        yield from iter_tar(self.reader.stream(), self.rule, culprit=self.reader.spec.name,
+                            ignored=self.ignored)  # fmt: skip
+
+    def records(self) -> list[dict[str, Any]]:
+        return self.reader.records()
+
+
 @contextmanager
 def open_archive_feed(
     spec: InputSpec,
@@ -85,7 +108,15 @@ def open_archive_feed(
     policy: RetryPolicy,
     warn: Callable[[str], None],
     ignored: IgnoredMembers,
-) -> Iterator[ArchiveFeed]:
-    """The archive ``spec`` (its parts, or MLHub's archive endpoint), read by ``rule``."""
+    reader: ArchiveReader | None = None,
+) -> Iterator[ArchiveFeed | ReaderFeed]:
+    """The archive ``spec`` (its parts, or MLHub's archive endpoint), read by ``rule``: by
+    ``reader`` (a process reading ``spec``, closed here) when given, else in this process."""
+    if reader is not None:
+        try:
+            yield ReaderFeed(rule, reader, ignored)
+        finally:
+            reader.close()
+        return
     with open_input(spec, policy=policy, warn=warn, endpoint=endpoint) as stream:
         yield ArchiveFeed(rule, stream, ignored)

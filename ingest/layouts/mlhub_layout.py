@@ -98,14 +98,22 @@ class MlhubLayout:
             sink.add_sources(feed.records())
         return index
 
+    @property
+    def source_spec(self) -> InputSpec | None:
+        if self.inputs.items_api is not None:
+            return None
+        return replace(self.inputs.s2, collection=self.source_collection)  # recorded with it
+
     def source_feed(self, index: LabelIndex, sink: Sink) -> AbstractContextManager[Feed]:
         i = self.inputs
-        if i.items_api is not None:
+        spec = self.source_spec
+        if spec is None:
+            assert i.items_api is not None
             return i.items_api.source_feed(index)
-        spec = replace(i.s2, collection=self.source_collection)  # recorded with its collection
         return open_archive_feed(spec, CollectionRule(self.source_collection),
                                  endpoint=i.endpoint, policy=i.policy, warn=i.warn,
-                                 ignored=sink.ignored_members)  # fmt: skip
+                                 ignored=sink.ignored_members,
+                                 reader=sink.reader(spec))  # fmt: skip
 
     def join(self, item: ArchiveItem, index: LabelIndex) -> tuple[str, int | None]:
         patch = patch_of(item.item_id)

@@ -130,11 +130,15 @@ class RebenV2:
         )
         return index
 
+    @property
+    def source_spec(self) -> InputSpec:
+        return self.inputs.s2
+
     def source_feed(self, index: LabelIndex, sink: Sink) -> AbstractContextManager[Feed]:
         i = self.inputs
         return open_archive_feed(i.s2, PatchFolderRule(TOP, depth=1), endpoint=i.endpoint,
-                                 policy=i.policy, warn=i.warn,
-                                 ignored=sink.ignored_members)  # fmt: skip
+                                 policy=i.policy, warn=i.warn, ignored=sink.ignored_members,
+                                 reader=sink.reader(i.s2))  # fmt: skip
 
     def join(self, item: ArchiveItem, index: LabelIndex) -> tuple[str, int | None]:
         return item.item_id, index.rows.get(item.item_id)

@@ -19,6 +19,7 @@ import numpy as np
 from ..archive.members import ArchiveItem, parse_json
 from ..errors import InputDataError, UsageError
 from ..nomenclature import CLASS_INDEX, CLASSES_43
+from ..sources.inputs import InputSpec
 from .base import Inputs, Sink
 from .feeds import Feed, open_archive_feed
 from .labels import LabelEntry, LabelIndex
@@ -66,11 +67,15 @@ class ZenodoV1:
     def read_labels(self, sink: Sink) -> LabelIndex:
         return LabelIndex(CLASSES_43, self.inputs.selection)
 
+    @property
+    def source_spec(self) -> InputSpec:
+        return self.inputs.s2
+
     def source_feed(self, index: LabelIndex, sink: Sink) -> AbstractContextManager[Feed]:
         i = self.inputs
         return open_archive_feed(i.s2, PatchFolderRule(TOP), endpoint=i.endpoint,
-                                 policy=i.policy, warn=i.warn,
-                                 ignored=sink.ignored_members)  # fmt: skip
+                                 policy=i.policy, warn=i.warn, ignored=sink.ignored_members,
+                                 reader=sink.reader(i.s2))  # fmt: skip
 
     def join(self, item: ArchiveItem, index: LabelIndex) -> tuple[str, int | None]:
         patch = item.item_id

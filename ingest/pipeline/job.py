@@ -67,6 +67,8 @@ def _run_locked(state: RunState, lock: Lock) -> RunReport:
         layout = open_layout(config, state.warn)
         state.layout = layout
         if not config.labels_only:  # their start-up while the labels are read (a core idles)
+            if layout.source_spec is not None:  # reads ahead into its ring meanwhile
+                state.read_ahead(layout.source_spec)
             streams.prepare(len(config.modality_names()))
             if config.cluster is None and config.workers > 0:
                 state.pool = start_pool(config.workers)
@@ -125,6 +127,7 @@ def _run_locked(state: RunState, lock: Lock) -> RunReport:
         target.commit()
     except BaseException as error:
         streams.close()
+        state.close_readers()
         _stop_pool(state)
         if target is not None:
             target.discard()
@@ -137,6 +140,7 @@ def _run_locked(state: RunState, lock: Lock) -> RunReport:
         if told is not None:
             raise told from error
         raise
+    state.close_readers()
     _stop_pool(state)
     return with_size(report, state)
 

@@ -16,6 +16,8 @@ from ..layouts.base import Layout
 from ..layouts.feeds import Meter
 from ..layouts.partners import Partner
 from ..layouts.stage import PartnerCounts
+from ..sources.inputs import InputSpec
+from ..sources.reader_process import ArchiveReader, room_for_ring
 from ..store.staging import Staging
 
 EXAMPLES = 5
@@ -69,6 +71,44 @@ class RunState:
     pool: ProcessPoolExecutor | None = None
     """The shard writers' processes, started ahead (:func:`~ingest.store.writers.start_pool`):
     the first S2 pass takes them, and the run shuts them down if none does."""
+
+    readers: list[ArchiveReader] = field(default_factory=list)
+    """Every archive reader process the run started (:meth:`reader`), closed when it ends."""
+    ahead: ArchiveReader | None = None
+    """The S2 archive's reader, started before the labels are read (:meth:`read_ahead`)."""
+
+    def read_ahead(self, spec: InputSpec) -> None:
+        """Start reading ``spec`` now, in a process (if the run reads in processes): it reads
+        ahead into its ring while the run reads the labels."""
+        self.ahead = self._new_reader(spec)
+
+    def reader(self, spec: InputSpec) -> ArchiveReader | None:
+        """The Sink's reader of ``spec``: the one started ahead for it, else a new one; None when
+        the run reads in its own process (``--workers 0``; no room in shared memory)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is not None and ahead.spec == spec:
+            return ahead
+        if ahead is not None:
+            ahead.close()
+        return self._new_reader(spec)
+
+    def close_readers(self) -> None:
+        """Stop every reader process still running (at the run's end, or its failure)."""
+        self.ahead = None
+        for reader in self.readers:
+            reader.close()
+        self.readers.clear()
+
+    def _new_reader(self, spec: InputSpec) -> ArchiveReader | None:
+        c = self.config
+        if c.workers <= 0 and c.cluster is None:
+            return None
+        if not room_for_ring():
+            self.note("/dev/shm is nearly full: the archives are read in the run's own process")
+            return None
+        reader = ArchiveReader(spec, policy=c.retry, endpoint=c.endpoint, warn=self.warn)
+        self.readers.append(reader)
+        return reader
 
     def take_pool(self) -> ProcessPoolExecutor | None:
         pool, self.pool = self.pool, None
