@@ -25,6 +25,11 @@ OnError = Literal["fail", "skip"]
 Via = Literal["archive", "items"]
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity: ``taskset``, a container's cpuset)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_workers(partners: bool = False) -> int:
     """Writer processes: one per core this process may use, and at least two with Sentinel-1 or
     reference maps, whose writers also compress the S1 patches. Measured on 2 cores, 10,000
@@ -32,10 +37,7 @@ def default_workers(partners: bool = False) -> int:
     (the reader waits on the archive's decompression at times, and the last batches are
     compressed on both cores); with S1 and maps 2 and 3 writers within the noise (18.9-20.9 s),
     1 writer 20.9 s against 17.9 s with 2."""
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
-    return max(cores, 2 if partners else 1)
+    return max(usable_cores(), 2 if partners else 1)
 
 
 @dataclass(frozen=True)

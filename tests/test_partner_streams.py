@@ -299,14 +299,16 @@ def test_the_s2_archive_is_read_by_a_process_started_before_the_labels(
     assert report.samples == PATCHES
 
 
-@pytest.mark.parametrize("why", ["--workers 0", "no room in /dev/shm"])
+@pytest.mark.parametrize("why", ["--workers 0", "one core", "no room in /dev/shm"])
 def test_the_s2_archive_read_in_the_runs_own_process(
     why: str, sample: ReleaseSample, reference: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     made: list[ArchiveReader] = []
     monkeypatch.setattr(state_module, "ArchiveReader", lambda *a, **k: made.append(1))  # type: ignore[arg-type]
-    if why != "--workers 0":
+    if why == "one core":
+        monkeypatch.setattr(state_module, "usable_cores", lambda: 1)
+    if why == "no room in /dev/shm":
         monkeypatch.setattr(state_module, "room_for_ring", lambda: False)
     notes: list[str] = []
     path = tmp_path / "s.zarr"
@@ -315,7 +317,7 @@ def test_the_s2_archive_read_in_the_runs_own_process(
     run(options, note=notes.append)
     assert made == []
     assert store_differences(reference, path) == []
-    assert any("/dev/shm" in n for n in notes) == (why != "--workers 0"), notes
+    assert any("/dev/shm" in n for n in notes) == (why == "no room in /dev/shm"), notes
 
 
 def test_a_run_failing_at_its_labels_stops_the_processes_it_started(
