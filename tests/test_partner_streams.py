@@ -268,9 +268,10 @@ def test_processes_start_before_the_labels_and_none_outlives_the_run(
 def test_the_s2_archive_is_read_by_a_process_started_before_the_labels(
     sample: ReleaseSample, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Its reader process reads ahead while the labels are read, the S2 pass reads through that
-    very process to the end (the archive's md5 checked there), and the store is the one read in
-    the run's own process (``reference``: ``workers=0``)."""
+    """With 3 cores or more, its reader process reads ahead while the labels are read, the S2
+    pass reads through that very process to the end, and the store is the one read in the run's
+    own process (``reference``: ``workers=0``)."""
+    monkeypatch.setattr(state_module, "usable_cores", lambda: 3)
     ahead: list[ArchiveReader | None] = []
     used: list[ArchiveReader | None] = []
     read_labels, reader = RebenV2.read_labels, RunState.reader
@@ -299,15 +300,14 @@ def test_the_s2_archive_is_read_by_a_process_started_before_the_labels(
     assert report.samples == PATCHES
 
 
-@pytest.mark.parametrize("why", ["--workers 0", "one core", "no room in /dev/shm"])
+@pytest.mark.parametrize("why", ["--workers 0", "two cores", "no room in /dev/shm"])
 def test_the_s2_archive_read_in_the_runs_own_process(
     why: str, sample: ReleaseSample, reference: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     made: list[ArchiveReader] = []
     monkeypatch.setattr(state_module, "ArchiveReader", lambda *a, **k: made.append(1))  # type: ignore[arg-type]
-    if why == "one core":
-        monkeypatch.setattr(state_module, "usable_cores", lambda: 1)
+    monkeypatch.setattr(state_module, "usable_cores", lambda: 2 if why == "two cores" else 8)
     if why == "no room in /dev/shm":
         monkeypatch.setattr(state_module, "room_for_ring", lambda: False)
     notes: list[str] = []

@@ -67,8 +67,9 @@ def _run_locked(state: RunState, lock: Lock) -> RunReport:
         layout = open_layout(config, state.warn)
         state.layout = layout
         if not config.labels_only:  # their start-up while the labels are read (a core idles)
-            if layout.source_spec is not None:  # reads ahead into its ring meanwhile
-                state.read_ahead(layout.source_spec)
+            spec = layout.source_spec  # read ahead meanwhile: from local files only (a download
+            if spec is not None and spec.local:  # would stall, held, for as long as the labels)
+                state.read_ahead(spec)
             streams.prepare(len(config.modality_names()))
             if config.cluster is None and config.workers > 0:
                 state.pool = start_pool(config.workers)

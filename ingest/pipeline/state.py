@@ -84,7 +84,7 @@ class RunState:
 
     def reader(self, spec: InputSpec) -> ArchiveReader | None:
         """The Sink's reader of ``spec``: the one started ahead for it, else a new one; None when
-        the run reads in its own process (``--workers 0``, one core, no room in shared
+        the run reads in its own process (``--workers 0``, fewer than 3 cores, no room in shared
         memory)."""
         ahead, self.ahead = self.ahead, None
         if ahead is not None and ahead.spec == spec:
@@ -104,10 +104,14 @@ class RunState:
         c = self.config
         if c.workers <= 0 and c.cluster is None:
             return None
-        # On one core the process runs in turn with the reader, never beside it: its start, the
-        # copy into the ring and the reading ahead are all cost (10,000 reBEN patches, S2 only,
-        # `taskset -c 0`: 16.4 s read in the run's process, 17.7 s by a reader process).
-        if usable_cores() < 2:
+        # A reader process only with cores to spare for it. On two, the run is CPU-bound from
+        # its first S2 patch to its last and the process costs CPU (its start, the copy into the
+        # ring): 10,000 reBEN patches, alternating, medians of 4: S2 only 9.4-9.7 s either way,
+        # with S1 and maps 16.33 s against 15.99 s in the run's process (+1.2 CPU-s). Its gain is
+        # the reader's chain, 5.5 -> 4.2 s (benchmarks/bench_reader.py), which bounds a run once
+        # the writers have cores of their own. On one core it is all cost (S2 only 16.4 -> 17.7
+        # s under `taskset -c 0`, two runs of bench_partners).
+        if usable_cores() < 3:
             return None
         if not room_for_ring():
             self.note("/dev/shm is nearly full: the archives are read in the run's own process")

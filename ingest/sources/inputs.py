@@ -41,6 +41,11 @@ class InputSpec:
             raise UsageError(f"no file given for the {self.role} input")
 
     @property
+    def local(self) -> bool:
+        """Whether every part is a local path (no URL, not MLHub's archive endpoint)."""
+        return bool(self.parts) and not any("://" in part for part in self.parts)
+
+    @property
     def name(self) -> str:
         """For messages: where the bytes come from (the first part when there are several)."""
         if not self.parts:

@@ -215,3 +215,13 @@ def _settled(value: Callable[[], int], quiet: float = 0.5, limit: float = 60) ->
         elif now and time.monotonic() - since >= quiet:
             return now
     raise AssertionError(f"still changing after {limit} s: {last}")
+
+
+@pytest.mark.parametrize(
+    ("parts", "local"),
+    [(("a.tar.zst",), True), (("/x/a.gzaa", "/x/a.gzab"), True), (("http://h/a.tar.zst",), False),
+     (("a.gzaa", "https://h/a.gzab"), False), ((), False)],
+)  # fmt: skip
+def test_only_local_files_are_read_ahead(parts: tuple[str, ...], local: bool) -> None:
+    """(A download held back while the run reads its labels would stall for as long.)"""
+    assert InputSpec(parts, "s2", collection=None if parts else "c").local is local
