@@ -145,24 +145,28 @@ DAMAGE: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
+def both_errors(spec: InputSpec) -> tuple[IngestError, IngestError]:
+    """The error of ``spec`` read in this process and read by a reader process."""
+    with pytest.raises(IngestError) as expected:
+        read_in_process(spec)
+    reader = start(spec)
+    try:
+        with pytest.raises(IngestError) as got, reader.stream() as stream:
+            stream.read()
+    finally:
+        reader.close()
+    assert type(got.value) is type(expected.value) and str(got.value) == str(expected.value)
+    return expected.value, got.value
+
+
 @pytest.mark.parametrize("damage", DAMAGE)
 def test_a_damaged_archive_is_the_error_of_a_read_in_process(
     damage: str, tar: bytes, tmp_path: Path
 ) -> None:
     path = tmp_path / "archive"
     path.write_bytes(DAMAGE[damage](tar))
-    spec = spec_of(path)
-    with pytest.raises(InputDataError) as expected:
-        read_in_process(spec)
-    reader = start(spec)
-    try:
-        with pytest.raises(InputDataError) as got, reader.stream() as stream:
-            stream.read()
-    finally:
-        reader.close()
-    assert (got.value.culprit, got.value.problem) == (expected.value.culprit,
-                                                       expected.value.problem)  # fmt: skip
-    assert got.value.culprit == str(path)
+    _, got = both_errors(spec_of(path))
+    assert isinstance(got, InputDataError) and got.culprit == str(path)
 
 
 def test_a_missing_file_and_a_wrong_md5_are_the_errors_of_a_read_in_process(
@@ -171,15 +175,7 @@ def test_a_missing_file_and_a_wrong_md5_are_the_errors_of_a_read_in_process(
     path = tmp_path / "archive.tar"
     path.write_bytes(tar)
     for spec in (spec_of(tmp_path / "missing.tar"), spec_of(path, "0" * 32)):
-        with pytest.raises(IngestError) as expected:
-            read_in_process(spec)
-        reader = start(spec)
-        try:
-            with pytest.raises(IngestError) as got, reader.stream() as stream:
-                stream.read()
-        finally:
-            reader.close()
-        assert type(got.value) is type(expected.value) and str(got.value) == str(expected.value)
+        both_errors(spec)
 
 
 def test_a_killed_process_is_an_error_naming_the_archive(tar: bytes, tmp_path: Path) -> None:
