@@ -101,6 +101,21 @@ def _exit_with(parent: BaseProcess) -> None:
         os._exit(1)
 
 
+#: Where POSIX shared memory lives on Linux: a tmpfs, of 64 MiB in a container not given more.
+SHARED_MEMORY: Final = "/dev/shm"
+
+
+def shared_memory_free(folder: str = SHARED_MEMORY) -> int | None:
+    """Bytes free for shared memory; None where there is no such file system to ask (not Linux).
+    Writing past its end kills the writing process (SIGBUS), never an error it could report: a
+    process that maps shared memory asks first."""
+    try:
+        stat = os.statvfs(folder)
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
 def portable(error: BaseException) -> tuple[Any, ...]:
     """An error as plain values, to send to the run (the package's errors do not all pickle)."""
     if isinstance(error, InputDataError):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import mmap
 import multiprocessing
-import os
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
@@ -33,7 +32,14 @@ from multiprocessing.synchronize import Event, Semaphore
 from typing import IO, Any, Final
 
 from ..errors import IngestError
-from ..processes import held_sigint, init_child, portable, rebuilt
+from ..processes import (
+    SHARED_MEMORY,
+    held_sigint,
+    init_child,
+    portable,
+    rebuilt,
+    shared_memory_free,
+)
 from .decompress import DECOMPRESSION_ERRORS, corrupt, open_decompressed
 from .download import RetryPolicy
 from .endpoint import Endpoint
@@ -78,15 +84,10 @@ class ReadJob:
     ring: Ring
 
 
-def room_for_ring(ring: Ring = Ring(), folder: str = "/dev/shm") -> bool:
-    """Whether the file system behind shared memory has room for a ring (and as much again for the
-    rest of the run). A container's /dev/shm is 64 MiB unless it is given more, and writing
-    past its end kills the writing process (SIGBUS), never an error it could report."""
-    try:
-        stat = os.statvfs(folder)
-    except OSError:  # no /dev/shm (not Linux): shared memory is not a file system there
-        return True
-    return stat.f_bavail * stat.f_frsize >= 2 * ring.size
+def room_for_ring(ring: Ring = Ring(), folder: str = SHARED_MEMORY) -> bool:
+    """Whether shared memory has room for a ring and as much again for the rest of the run."""
+    free = shared_memory_free(folder)
+    return free is None or free >= 2 * ring.size
 
 
 class ArchiveReader:

@@ -25,8 +25,9 @@ import numpy as np
 
 from ..errors import StoreError
 from ..nomenclature import BAND_GROUPS
+from ..processes import SHARED_MEMORY, held_sigint, init_child, shared_memory_free
 from ..processes import WORKING as _WRITING
-from ..processes import held_sigint, init_child
+from ..units import human_bytes
 from . import zarrstore as store
 from .buffers import SPARE_BUFFERS, Buffers, Written, shapes
 from .location import StoreLocation
@@ -115,8 +116,18 @@ class PoolWriter:
         """``pool``: the ``workers`` processes started ahead (:func:`start_pool`), else new ones."""
         self._path = path
         self._shapes = shapes(length)
-        self._pool = pool if pool is not None else _new_pool(workers)
         size = sum(int(np.prod(s)) * 2 for s in self._shapes.values())
+        need, free = size * (workers + SPARE_BUFFERS), shared_memory_free()
+        if free is not None and free < need:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+            raise StoreError(
+                f"{SHARED_MEMORY}: the writers' batch buffers need {human_bytes(need)} of shared "
+                f"memory but it has {human_bytes(free)} free: give it more (a container: docker "
+                "run --shm-size=1g), or write with fewer --workers or a smaller --shard-size, or "
+                "in the run's own process (--workers 0)"
+            )
+        self._pool = pool if pool is not None else _new_pool(workers)
         self._memory = [
             SharedMemory(create=True, size=size) for _ in range(workers + SPARE_BUFFERS)
         ]

@@ -6,6 +6,14 @@ import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+
+import pytest
+
+from ingest.errors import StoreError
+from ingest.processes import shared_memory_free
+from ingest.store import writers
+from ingest.store.location import StoreLocation
 
 #: A writer's work in miniature: the store's codec (blosc zstd, bitshuffle) on 320 samples' 10 m
 #: bands, after a warm-up; prints the page faults it took.
@@ -48,3 +56,28 @@ def test_a_writer_process_reuses_the_memory_its_codec_frees() -> None:
         return
     assert plain >= 320 * 4, plain  # the waste this guards against is still there to be seen
     assert kept <= plain // 20 and child <= plain // 20, (plain, kept, child)
+
+
+def test_too_little_shared_memory_is_one_error_before_anything_is_mapped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container's /dev/shm is 64 MiB unless given more; the 4 batch buffers of 2 writers need
+    164 MB, and filling one past its end killed the run (SIGBUS) without a word."""
+    monkeypatch.setattr(writers, "shared_memory_free", lambda: 64 << 20)
+    pool = writers.start_pool(2)
+    processes = list(pool._processes.values())
+    with pytest.raises(StoreError) as caught:
+        writers.PoolWriter(StoreLocation.of(tmp_path / "s.zarr"), 256, 2, pool)
+    message = str(caught.value)
+    assert message.startswith("/dev/shm: the writers' batch buffers need 163.84 MB of shared "
+                              "memory but it has 67.11 MB free")  # fmt: skip
+    assert "--shm-size" in message and "--workers 0" in message
+    assert not any(p.is_alive() for p in processes)  # the pool it was given is shut down
+    monkeypatch.setattr(writers, "shared_memory_free", lambda: None)  # (not Linux: no check)
+    writers.PoolWriter(StoreLocation.of(tmp_path / "s.zarr"), 256, 1).abort()
+
+
+def test_shared_memory_free_is_the_file_systems(tmp_path: Path) -> None:
+    free = shared_memory_free(str(tmp_path))
+    assert free is not None and free > 0
+    assert shared_memory_free(str(tmp_path / "missing")) is None
