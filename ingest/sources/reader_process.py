@@ -3,11 +3,13 @@ run through a ring of shared memory.
 
 Why a process (measured: 10,000 reBEN patches, 2 cores, warm): in the run's own process, the
 thread that reads, hashes and decompresses the S2 archive needs the GIL back several times per MiB
-from the thread that walks the tar and decodes the bands, which holds it; the two took 5.0-5.3 s.
-With the reading in a process of its own: 3.8-4.0 s, of which the run's thread is busy 2.2 s. A
-process can also read ahead while the run reads its labels (the run starts it as soon as the
-layout is known), where a thread would take the GIL from them (a busy thread made the label read
-0.8 -> 2.2 s).
+from the thread that walks the tar and decodes the bands, which holds it; the two took 5.0-5.5 s.
+With the reading in a process of its own: 3.8-4.2 s (``benchmarks/bench_reader.py``), of which
+the run's thread is busy 2.2 s. A process can also read ahead while the run reads its labels (the
+run starts it as soon as the layout is known), where a thread would take the GIL from them (a busy
+thread made the label read 0.8 -> 2.2 s). A run uses it with 3 usable cores or more: on two it is
+CPU-bound throughout, and the process costs CPU it has not
+(:meth:`ingest.pipeline.state.RunState.reader`).
 
 The ring (:class:`Ring`): ``slots`` slots of ``slot`` bytes in one block of shared memory, after
 the meter (two int64: bytes of the raw input read so far, its size or -1 while unknown). The
