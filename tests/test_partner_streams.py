@@ -33,6 +33,7 @@ import zstandard
 from ingest.config import RunConfig
 from ingest.errors import InputDataError
 from ingest.layouts import partner_stream
+from ingest.layouts.labels import Selection
 from ingest.layouts.partner_stream import BATCH
 from ingest.layouts.reben_v2 import RebenV2
 from ingest.pipeline import job, run
@@ -298,6 +299,24 @@ def test_the_s2_archive_is_read_by_a_process_started_before_the_labels(
     s2 = [r for r in sources if r["role"] == "s2"]  # type: ignore[union-attr,index]
     assert s2[0]["sha256"] == hashlib.sha256(data).hexdigest() and s2[0]["bytes"] == len(data)
     assert report.samples == PATCHES
+
+
+def test_a_limited_run_reads_nothing_ahead(
+    sample: ReleaseSample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "usable_cores", lambda: 3)
+    ahead: list[ArchiveReader | None] = []
+    read_labels = RebenV2.read_labels
+
+    def timed_labels(self: RebenV2, sink: RunState) -> Any:
+        ahead.append(sink.ahead)
+        return read_labels(self, sink)
+
+    monkeypatch.setattr(RebenV2, "read_labels", timed_labels)
+    options = config(sample, tmp_path / "s.zarr", str(sample.s2[0]), str(sample.s1[0]),
+                     workers=2, selection=Selection(limit=5))  # fmt: skip
+    assert run(options).samples == 5
+    assert ahead == [None]
 
 
 @pytest.mark.parametrize("why", ["--workers 0", "two cores", "no room in /dev/shm"])

@@ -67,8 +67,11 @@ def _run_locked(state: RunState, lock: Lock) -> RunReport:
         layout = open_layout(config, state.warn)
         state.layout = layout
         if not config.labels_only:  # their start-up while the labels are read (a core idles)
-            spec = layout.source_spec  # read ahead meanwhile: from local files only (a download
-            if spec is not None and spec.local:  # would stall, held, for as long as the labels)
+            # The S2 archive read ahead meanwhile: from local files only (a download held back
+            # as long as the labels are read would stall), and not for a --limit run (which may
+            # need a few patches of the 256 MiB read ahead).
+            spec = layout.source_spec
+            if spec is not None and spec.local and config.selection.limit is None:
                 state.read_ahead(spec)
             streams.prepare(len(config.modality_names()))
             if config.cluster is None and config.workers > 0:
