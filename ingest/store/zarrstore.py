@@ -24,6 +24,7 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
 from zarr.core.sync import sync
+from zarr.errors import ZarrUserWarning
 
 from .. import schemas
 from ..errors import StoreError, UsageError
@@ -284,7 +285,12 @@ def journal(store_at: Where) -> dict[int, ShardRecord]:
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return {}
     records = {}
-    for _, child in group.members():
+    with warnings.catch_warnings():
+        # An entry whose zarr.json is not there yet (a run writing it, or killed between the
+        # entry's folder and its document) is no finished shard: zarr warns and leaves it out.
+        warnings.filterwarnings("ignore", "Object at .* is not recognized", ZarrUserWarning)
+        members = list(group.members())
+    for _, child in members:
         index, patch_ids = child.attrs.get("index"), child.attrs.get("patch_ids")
         if isinstance(index, int) and isinstance(patch_ids, list):
             records[index] = ShardRecord(index, tuple(str(p) for p in patch_ids))
