@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import os
+import random
 import signal
 import tarfile
 import time
@@ -30,7 +31,7 @@ SMALL = Ring(slot=64 << 10, slots=3, ahead=256 << 10)
 
 def tar_bytes(size: int, seed: int = 0) -> bytes:
     """A tar of ~``size`` bytes of members that compress about 2:1."""
-    rng = __import__("random").Random(seed)
+    rng = random.Random(seed)
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
         written = 0
